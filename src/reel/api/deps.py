@@ -1,0 +1,36 @@
+"""Dependency wiring, so route signatures read like sentences."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from reel.predictions.keys import Principal
+from reel.settings import Settings
+from reel.wiring import Services
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def current_key(request: Request, services: ServicesDep) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    presented = token.strip() if scheme.lower() == "bearer" else None
+    return services.keys.authenticate(presented)
+
+
+CurrentKey = Annotated[Principal, Depends(current_key)]

@@ -1,0 +1,66 @@
+"""The only place that maps errors to HTTP status codes.
+
+Every error leaves in the API's envelope; a bug becomes a logged 500 with a generic
+message, never a traceback in the response.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from reel.api.envelope import failure
+from reel.errors import Conflict, InvalidInput, NotFound, ReelError, TooLarge, Unauthorized
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: list[tuple[type[ReelError], int]] = [
+    (TooLarge, 413),
+    (InvalidInput, 400),
+    (Unauthorized, 401),
+    (NotFound, 404),
+    (Conflict, 409),
+]
+
+
+def status_for(exc: ReelError) -> int:
+    for kind, status in STATUS_BY_ERROR:
+        if isinstance(exc, kind):
+            return status
+    return 400
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{location or 'body'}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ReelError)
+    async def reel_error(_request: Request, exc: ReelError) -> JSONResponse:
+        status = status_for(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return failure(status, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return failure(400, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "error"
+        if exc.status_code == 404 and message == "Not Found":
+            message = "no such endpoint"
+        return failure(exc.status_code, message, dict(exc.headers) if exc.headers else None)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return failure(500, "internal server error; the server log has the details")

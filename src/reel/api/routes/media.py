@@ -1,0 +1,112 @@
+"""Uploads (two-step and legacy binary) and serving stored files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from reel.api.deps import CurrentKey, ServicesDep
+from reel.api.envelope import success
+from reel.api.json_body import parse_as, read_json
+from reel.errors import InvalidInput, TooLarge
+from reel.predictions.files import StoredFile
+from reel.settings import Settings
+
+router = APIRouter(tags=["media"])
+
+
+def download_url(settings: Settings, row: StoredFile) -> str:
+    return f"{settings.public_base}/files/{row.id}/{row.filename}"
+
+
+def _file_data(settings: Settings, row: StoredFile) -> dict[str, object]:
+    return {
+        "type": row.content_type.split("/", 1)[0] if "/" in row.content_type else "file",
+        "filename": row.filename,
+        "size": row.size or row.declared_size or 0,
+        "download_url": download_url(settings, row),
+    }
+
+
+class TicketBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    filename: str
+    size: int
+    content_type: str | None = None
+
+
+@router.post("/api/v3/media/uploads", summary="Start a two-step upload")
+async def create_upload(request: Request, key: CurrentKey, services: ServicesDep) -> JSONResponse:
+    body = parse_as(TicketBody, await read_json(request))
+    ticket = await run_in_threadpool(
+        services.files.create_ticket, key, body.filename, body.size, body.content_type
+    )
+    settings = services.settings
+    data = _file_data(settings, ticket.file)
+    data["upload"] = {
+        "method": "PUT",
+        "url": f"{settings.public_base}/api/v3/media/uploads/{ticket.file.id}?token={ticket.token}",
+        "headers": {"Content-Type": ticket.file.content_type},
+    }
+    return success(data)
+
+
+@router.put("/api/v3/media/uploads/{file_id}", summary="Send an upload's bytes (no auth: the URL is the key)")
+async def put_upload(file_id: str, token: str, request: Request, services: ServicesDep) -> JSONResponse:
+    declared = await run_in_threadpool(services.files.pending_upload_size, file_id, token)
+    fd, name = tempfile.mkstemp(dir=services.blobs.scratch_dir(), prefix="upload-")
+    received = Path(name)
+    try:
+        written = 0
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                written += len(chunk)
+                if written > declared:
+                    raise TooLarge("body", f"more bytes than the {declared} declared for this upload")
+                out.write(chunk)
+        row = await run_in_threadpool(services.files.complete_upload, file_id, token, received)
+    finally:
+        received.unlink(missing_ok=True)
+    return success(_file_data(services.settings, row))
+
+
+@router.post("/api/v3/media/upload/binary", summary="One-step upload (multipart field 'file')")
+async def upload_binary(request: Request, key: CurrentKey, services: ServicesDep) -> JSONResponse:
+    try:
+        form = await request.form(max_files=1, max_fields=10)
+    except Exception as exc:  # malformed multipart bodies raise several parser-specific types
+        raise InvalidInput("file", f"could not read the multipart body ({exc})") from exc
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidInput("file", "a multipart file part named 'file' is required")
+    data = await upload.read(services.settings.max_upload_bytes + 1)
+    row = await run_in_threadpool(
+        services.files.store_upload,
+        key,
+        upload.filename or "upload",
+        upload.content_type or "application/octet-stream",
+        data,
+    )
+    return success(_file_data(services.settings, row))
+
+
+@router.get("/files/{file_id}/{filename}", summary="An uploaded file or a generated video", tags=["files"])
+def serve_file(file_id: str, filename: str, services: ServicesDep) -> Response:
+    served = services.files.served(file_id, filename)
+    headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+    path = services.blobs.local_path(served.blob_key)
+    if path is not None:
+        return FileResponse(
+            path,
+            media_type=served.content_type,
+            filename=served.filename if served.content_type == "application/octet-stream" else None,
+            headers=headers,
+        )
+    return Response(services.blobs.read_bytes(served.blob_key), media_type=served.content_type, headers=headers)

@@ -1,0 +1,151 @@
+"""The ``reel`` command line: serve, worker, keys."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reel.errors import NotFound
+from reel.settings import Settings
+
+app = typer.Typer(help="Reel: self-hosted image-to-video generation with WaveSpeed's v3 API.",
+                  no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+err = Console(stderr=True)
+log = logging.getLogger("reel")
+
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Database and files. [env: REEL_DATA_DIR]", show_default=False)
+]
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with the flags that were given on top."""
+    return Settings(**{name: value for name, value in overrides.items() if value is not None})
+
+
+def _announce_backends(settings: Settings) -> None:
+    from reel.backends.registry import build_backends
+
+    kinds = {model_id: backend.kind for model_id, backend in build_backends(sandbox=settings.sandbox).items()}
+    for model_id, kind in kinds.items():
+        log.info("model %s -> %s backend", model_id, kind)
+    if all(kind == "sandbox" for kind in kinds.values()):
+        log.warning(
+            "SANDBOX MODE: every model id is served by the CPU sandbox backend, which animates the "
+            "input image with a camera move. It is NOT AI video generation."
+        )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="[env: REEL_HOST]", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(help="[env: REEL_PORT]", show_default=False)] = None,
+    data_dir: DataDirOpt = None,
+    public_url: Annotated[
+        str | None, typer.Option(help="Base of returned URLs. [env: REEL_PUBLIC_URL]", show_default=False)
+    ] = None,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Run only the API.")] = False,
+    sandbox: Annotated[
+        bool | None, typer.Option("--sandbox", help="Serve every model with the sandbox. [env: REEL_SANDBOX]")
+    ] = None,
+) -> None:
+    """Run the HTTP API, with a supervised worker process unless --no-worker."""
+    import uvicorn
+
+    from reel.api.app import create_app
+    from reel.logs import setup_logging
+    from reel.supervisor import WorkerSupervisor
+    from reel.wiring import build_services
+
+    setup_logging()
+    settings = _settings(host=host, port=port, data_dir=data_dir, public_url=public_url, sandbox=sandbox)
+    services = build_services(settings)
+    log.info("data in %s; database %s", settings.data_dir.resolve(), services.engine.url.render_as_string())
+    log.info("public URL %s", settings.public_base)
+    _announce_backends(settings)
+    supervisor = None if no_worker else WorkerSupervisor(settings)
+    if supervisor is not None:
+        supervisor.start()
+    else:
+        log.info("--no-worker: predictions wait for a `reel worker` process")
+    try:
+        uvicorn.run(
+            create_app(services, expect_worker=not no_worker),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+
+
+@app.command()
+def worker(
+    data_dir: DataDirOpt = None,
+    sandbox: Annotated[bool | None, typer.Option("--sandbox", help="[env: REEL_SANDBOX]")] = None,
+) -> None:
+    """Run a worker that generates predictions (stop with SIGTERM: it hands back its job)."""
+    from reel.logs import setup_logging
+    from reel.worker.process import run_worker_process
+
+    setup_logging()
+    settings = _settings(data_dir=data_dir, sandbox=sandbox)
+    _announce_backends(settings)
+    run_worker_process(settings)
+
+
+def _key_service(data_dir: Path | None) -> Any:
+    from reel.wiring import build_services
+
+    return build_services(_settings(data_dir=data_dir)).keys
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Create a key. It is printed once, alone on stdout; only its hash is stored."""
+    plaintext, info = _key_service(data_dir).create(name)
+    err.print(f"Created key [bold]{info.id}[/] {name!r}. Store it now: it cannot be shown again.")
+    print(plaintext)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDirOpt = None) -> None:
+    """List keys (ids and names; secrets are never stored)."""
+    table = Table("id", "name", "created", "last used", "revoked")
+    for info in _key_service(data_dir).list():
+        table.add_row(
+            info.id,
+            info.name,
+            info.created_at.isoformat(timespec="seconds"),
+            info.last_used_at.isoformat(timespec="seconds") if info.last_used_at else "",
+            info.revoked_at.isoformat(timespec="seconds") if info.revoked_at else "",
+        )
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The id shown by `reel keys list`.")],
+                data_dir: DataDirOpt = None) -> None:
+    """Revoke a key: it stops working at once."""
+    try:
+        _key_service(data_dir).revoke(key_id)
+    except NotFound as exc:
+        err.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(1) from exc
+    err.print(f"Revoked key {key_id}.")
+
+
+if __name__ == "__main__":
+    app()

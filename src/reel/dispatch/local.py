@@ -1,0 +1,165 @@
+"""Dispatch through the predictions table itself: the default, single-machine mode.
+
+A claim is a lease: ``worker_id`` plus ``lease_expires_at``, extended by heartbeats. A worker
+that dies stops heartbeating; its prediction is claimed again once the lease runs out, or at
+once when the dead worker was a process on this host (its pid is gone). After
+``max_attempts`` starts the prediction is failed with the reason instead, so a prediction
+that kills its worker cannot loop forever.
+
+Every claim runs in one write transaction (``BEGIN IMMEDIATE`` on SQLite, ``FOR UPDATE SKIP
+LOCKED`` elsewhere), so two workers never hold the same prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Collection
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from reel.dispatch.base import Claim
+from reel.predictions.clock import utcnow
+from reel.predictions.states import Status
+from reel.store.tables import Prediction
+
+log = logging.getLogger(__name__)
+
+FailedHook = Callable[[Session, Prediction], None]
+
+
+def make_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+def _pid_is_dead_here(worker_id: str) -> bool:
+    host, _, rest = worker_id.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class TableDispatcher:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        lease_s: float,
+        max_attempts: int,
+        on_failed: FailedHook | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._lease = timedelta(seconds=lease_s)
+        self._max_attempts = max_attempts
+        self._on_failed = on_failed
+
+    def submitted(self, session: Session, prediction_id: str, model: str) -> None:
+        # The inserted row is the queue entry; nothing else to record.
+        del session, prediction_id, model
+
+    def claim(self, worker_id: str, models: Collection[str]) -> Claim | None:
+        with self._sessions.begin() as session:
+            now = utcnow()
+            self._expire_dead_local_workers(session)
+            waiting = or_(
+                Prediction.status == Status.CREATED,
+                and_(Prediction.status == Status.PROCESSING, Prediction.lease_expires_at < now),
+            )
+            query = (
+                select(Prediction)
+                .where(Prediction.deleted_at.is_(None), Prediction.model.in_(list(models)), waiting)
+                .order_by(Prediction.created_at)
+                .limit(1)
+            )
+            if session.bind is not None and session.bind.dialect.name != "sqlite":
+                query = query.with_for_update(skip_locked=True)
+            while (row := session.scalars(query).first()) is not None:
+                if row.status == Status.PROCESSING and row.attempts >= self._max_attempts:
+                    self._give_up(session, row)
+                    continue
+                if row.status == Status.PROCESSING:
+                    log.warning(
+                        "prediction %s: worker %s stopped heartbeating; restarting it (attempt %d)",
+                        row.id, row.worker_id, row.attempts + 1,
+                    )
+                row.status = Status.PROCESSING
+                row.worker_id = worker_id
+                row.lease_expires_at = now + self._lease
+                row.attempts += 1
+                row.progress = 0.0
+                row.started_at = now
+                return Claim(row.id, row.model, worker_id, row.attempts)
+        return None
+
+    def _give_up(self, session: Session, row: Prediction) -> None:
+        row.status = Status.FAILED
+        row.error = (
+            f"the worker running this prediction stopped {row.attempts} times "
+            f"(last: {row.worker_id}); not retrying"
+        )
+        row.finished_at = utcnow()
+        row.lease_expires_at = None
+        log.error("prediction %s failed: %s", row.id, row.error)
+        if self._on_failed is not None:
+            self._on_failed(session, row)
+        session.flush()
+
+    def _expire_dead_local_workers(self, session: Session) -> None:
+        held = session.execute(
+            select(Prediction.id, Prediction.worker_id).where(
+                Prediction.status == Status.PROCESSING, Prediction.worker_id.is_not(None)
+            )
+        ).all()
+        dead = [pid for pid, worker in held if worker and _pid_is_dead_here(worker)]
+        if dead:
+            session.execute(
+                update(Prediction)
+                .where(Prediction.id.in_(dead), Prediction.status == Status.PROCESSING)
+                .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            )
+
+    def heartbeat(self, claim: Claim, progress: float | None = None) -> bool:
+        values: dict[str, object] = {"lease_expires_at": utcnow() + self._lease}
+        if progress is not None:
+            values["progress"] = progress
+        with self._sessions.begin() as session:
+            result = session.execute(
+                update(Prediction)
+                .where(
+                    Prediction.id == claim.prediction_id,
+                    Prediction.worker_id == claim.worker_id,
+                    Prediction.status == Status.PROCESSING,
+                    Prediction.deleted_at.is_(None),
+                )
+                .values(**values)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def release(self, claim: Claim) -> None:
+        with self._sessions.begin() as session:
+            session.execute(
+                update(Prediction)
+                .where(
+                    Prediction.id == claim.prediction_id,
+                    Prediction.worker_id == claim.worker_id,
+                    Prediction.status == Status.PROCESSING,
+                )
+                .values(
+                    status=Status.CREATED,
+                    worker_id=None,
+                    lease_expires_at=None,
+                    progress=0.0,
+                    # A hand-back is not a crash: it does not count against max_attempts.
+                    attempts=Prediction.attempts - 1,
+                )
+            )

@@ -1,0 +1,39 @@
+"""Error types shared by every layer.
+
+Layers below HTTP raise these; only ``reel.api.errors`` maps them to status codes and the
+API's envelope. Each message says what happened and, where it helps, what to do.
+"""
+
+from __future__ import annotations
+
+
+class ReelError(Exception):
+    """Base class: a failure the caller caused or can act on (never a bug)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ReelError):
+    """A request field is missing or wrong. ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class TooLarge(InvalidInput):
+    """A body, upload or image is over a configured limit."""
+
+
+class Unauthorized(ReelError):
+    """No API key, or one that is unknown or revoked."""
+
+
+class NotFound(ReelError):
+    """The thing does not exist, or belongs to another key (the two are indistinguishable)."""
+
+
+class Conflict(ReelError):
+    """The request is valid but the thing's current state does not allow it."""

@@ -1,0 +1,199 @@
+"""Decoding untrusted input images, and the output sizes the models render at.
+
+Every image a caller sends (uploaded, fetched or base64 in JSON) passes through ``decode_image``:
+only JPEG, PNG and WebP are decoded, sizes are checked from the header before any pixel is
+decoded, and the result is always a fully loaded RGB image with EXIF orientation applied.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Pillow plugin names of the formats we decode. Passing these to Image.open also keeps every
+# other (rarely exercised, more attack-prone) decoder from ever looking at caller bytes.
+_ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
+_SEND_INSTEAD = "send JPEG, PNG or WebP"
+
+# Magic numbers of formats people commonly send by mistake, only to name them in the refusal.
+_KNOWN_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"%PDF", "PDF"),
+    (b"8BPS", "PSD"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+)
+_ISO_BMFF_BRANDS = {b"avif": "AVIF", b"avis": "AVIF", b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF"}
+
+# Transparent pixels are composited onto white: the usual look of a cut-out on a page, and what
+# a viewer of the source image most likely saw.
+_BACKGROUND = (255, 255, 255)
+
+# Output frame sizes (width, height) per aspect ratio; both sides are multiples of 16.
+OUTPUT_SIZES: dict[str, tuple[int, int]] = {
+    "16:9": (1280, 720),
+    "9:16": (720, 1280),
+    "4:3": (1104, 832),
+    "3:4": (832, 1104),
+    "1:1": (960, 960),
+}
+# The multiplication sign for size messages, escaped because ruff flags the literal as ambiguous.
+_TIMES = "\u00d7"
+_RATIOS: dict[str, float] = {"16:9": 16 / 9, "4:3": 4 / 3, "1:1": 1.0, "3:4": 3 / 4, "9:16": 9 / 16}
+
+
+class ImageRejected(Exception):
+    """The bytes are not an acceptable image. ``message`` says why, for the API caller to read."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ImageDecodeLimits:
+    """Limits applied to every decoded input image (from settings)."""
+
+    max_bytes: int
+    max_pixels: int
+
+
+def _format_pixels(pixels: int) -> str:
+    if pixels >= 1_000_000:
+        return f"{pixels / 1_000_000:g} MP"
+    return f"{pixels} px"
+
+
+def _sniff_unsupported(data: bytes) -> str | None:
+    """Name a known non-allowed format from its magic number, or None."""
+    for signature, name in _KNOWN_SIGNATURES:
+        if data.startswith(signature):
+            return name
+    if data[4:8] == b"ftyp":
+        return _ISO_BMFF_BRANDS.get(data[8:12], "ISO media (HEIF/AVIF/MP4)")
+    head = data[:256].lstrip().lower()
+    if head.startswith((b"<svg", b"<?xml")):
+        return "SVG"
+    return None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any mode Pillow opens JPEG/PNG/WebP as to 8-bit RGB."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        # 16-bit PNGs (I;16, I;16B, I) hold 0..65535; Pillow's own conversion clips that at 255,
+        # turning most of the image white, so scale it down instead.
+        values = np.asarray(image).astype(np.float64)
+        if image.mode.startswith("I;16") or (values.size and values.max() > 255):
+            values = values / 257.0
+        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, _BACKGROUND)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    # L, 1, P, CMYK (Pillow already undoes Adobe's inverted CMYK JPEGs), YCbCr, LAB...
+    return image.convert("RGB")
+
+
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Decode untrusted bytes into a fully loaded RGB image, upright per its EXIF orientation.
+
+    Raises ImageRejected for anything too large, not JPEG/PNG/WebP, or not decodable.
+    """
+    if len(data) > max_bytes:
+        raise ImageRejected(f"image is {len(data)} bytes, over the {max_bytes}-byte limit")
+    if not data:
+        raise ImageRejected("image is empty")
+    try:
+        # Image.open reads only the header; pixels are decoded by load() below, after the checks.
+        opened = Image.open(io.BytesIO(data), formats=list(_ALLOWED_FORMATS))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own bomb guard (MAX_IMAGE_PIXELS, left untouched: it is process-global).
+        raise ImageRejected(f"image is over the {_format_pixels(max_pixels)} limit ({exc})") from None
+    except Exception:
+        # Any failure to identify caller bytes is a rejection; which one does not matter.
+        unsupported = _sniff_unsupported(data)
+        if unsupported is not None:
+            raise ImageRejected(f"unsupported format {unsupported}; {_SEND_INSTEAD}") from None
+        raise ImageRejected(f"not a recognisable image; {_SEND_INSTEAD}") from None
+
+    with opened:
+        width, height = opened.size
+        name = opened.format or "image"
+        if width * height > max_pixels:
+            raise ImageRejected(
+                f"{name} is {width}{_TIMES}{height} px, over the {_format_pixels(max_pixels)} limit"
+            )
+        if width <= 0 or height <= 0:
+            raise ImageRejected(f"{name} has no pixels ({width}{_TIMES}{height})")
+        try:
+            opened.load()
+            upright = ImageOps.exif_transpose(opened)
+            result = _to_rgb(upright)
+            if result is opened:  # must not share state with the file object closed below
+                result = result.copy()
+            result.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageRejected(f"image is over the {_format_pixels(max_pixels)} limit ({exc})") from None
+        except Exception as exc:
+            # Decoders raise many types (OSError, SyntaxError, ValueError, EOFError...) on bad
+            # input; all mean the same thing to the caller.
+            raise ImageRejected(f"could not decode the image: {exc or type(exc).__name__}") from None
+    return result
+
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def decode_base64_image(text: str) -> bytes:
+    """Decode a ``data:`` URI or bare base64 into bytes (not yet checked to be an image).
+
+    Tolerates whitespace and line breaks, the URL-safe alphabet and missing ``=`` padding, since
+    clients produce all of these.
+    """
+    payload = text.strip()
+    if payload[:5].lower() == "data:":
+        header, comma, rest = payload.partition(",")
+        if not comma:
+            raise ImageRejected("data URI has no ',' before its data")
+        if ";base64" not in header.lower():
+            raise ImageRejected("data URI must be base64-encoded (data:image/png;base64,...)")
+        payload = rest
+    payload = _WHITESPACE.sub("", payload).rstrip("=")
+    payload = payload.replace("-", "+").replace("_", "/")
+    if not payload:
+        raise ImageRejected("image is empty")
+    if len(payload) % 4 == 1:
+        raise ImageRejected("image is not valid base64 (its length is impossible)")
+    payload += "=" * (-len(payload) % 4)
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageRejected("image is not valid base64") from None
+
+
+def closest_aspect_ratio(width: int, height: int) -> str:
+    """The OUTPUT_SIZES ratio nearest to width:height, compared on a log scale.
+
+    Log scale so that a ratio and its inverse are equally far from 1:1.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}{_TIMES}{height}")
+    target = math.log(width / height)
+    return min(_RATIOS, key=lambda name: abs(target - math.log(_RATIOS[name])))

@@ -1,0 +1,75 @@
+"""Turn a submit body's ``image`` string into a decoded, checked picture.
+
+Four spellings are accepted: this server's own ``download_url`` (read from storage, no HTTP
+round trip), any other http(s) URL (through the SSRF-safe fetcher), a ``data:`` URI, or
+bare base64.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from PIL import Image
+
+from reel.errors import InvalidInput
+from reel.media.fetch import BlockedAddress, FetchError, fetch_url_safely
+from reel.media.images import ImageRejected, decode_base64_image, decode_image
+from reel.predictions.files import FileService
+from reel.predictions.keys import Principal
+
+_OWN_FILE_PATH = re.compile(r"^/files/([A-Za-z0-9_-]{16,64})/[^/]+$")
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int
+    max_pixels: int
+    fetch_timeout_s: float
+    allow_private_urls: bool
+
+
+class ImageSource:
+    def __init__(self, files: FileService, public_base: str, limits: ImageLimits) -> None:
+        self._files = files
+        self._public_base = public_base.rstrip("/")
+        self._limits = limits
+
+    def load(self, owner: Principal, image: str) -> Image.Image:
+        try:
+            return decode_image(
+                self._bytes(owner, image),
+                max_bytes=self._limits.max_bytes,
+                max_pixels=self._limits.max_pixels,
+            )
+        except ImageRejected as exc:
+            raise InvalidInput("image", exc.message) from exc
+
+    def _bytes(self, owner: Principal, image: str) -> bytes:
+        own_file = self._own_file_id(image)
+        if own_file is not None:
+            return self._files.read_owned_upload(owner, own_file)
+        if image.startswith(("http://", "https://")):
+            try:
+                return fetch_url_safely(
+                    image,
+                    max_bytes=self._limits.max_bytes,
+                    timeout_s=self._limits.fetch_timeout_s,
+                    allow_private=self._limits.allow_private_urls,
+                ).content
+            except BlockedAddress as exc:
+                raise InvalidInput("image", f"URL refused: {exc.message}") from exc
+            except FetchError as exc:
+                raise InvalidInput("image", f"could not fetch the URL: {exc.message}") from exc
+        if re.match(r"^[a-z][a-z0-9+.-]*://", image, re.IGNORECASE):
+            raise InvalidInput("image", "only http and https URLs are accepted")
+        try:
+            return decode_base64_image(image)
+        except ImageRejected as exc:
+            raise InvalidInput("image", exc.message) from exc
+
+    def _own_file_id(self, image: str) -> str | None:
+        if not image.startswith(self._public_base + "/"):
+            return None
+        match = _OWN_FILE_PATH.match(image[len(self._public_base) :].split("?", 1)[0])
+        return match.group(1) if match else None

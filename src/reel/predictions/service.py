@@ -1,0 +1,198 @@
+"""Creating, reading, listing, cancelling and deleting predictions.
+
+Every query is scoped to the calling key in SQL: another key's prediction is not found.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from reel.backends.registry import get_spec
+from reel.dispatch.base import Dispatcher
+from reel.errors import Conflict, InvalidInput, NotFound
+from reel.media.fetch import BlockedAddress, FetchError, validate_public_url
+from reel.media.images import OUTPUT_SIZES, closest_aspect_ratio
+from reel.predictions.clock import new_prediction_id, utcnow
+from reel.predictions.image_source import ImageSource
+from reel.predictions.inputs import parse_submit, recorded_input
+from reel.predictions.keys import Principal
+from reel.predictions.states import ACTIVE, TERMINAL, Status
+from reel.storage.base import BlobStore
+from reel.store.tables import Prediction, StoredFile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Submission:
+    prediction: Prediction
+    sync: bool
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    page: int = 1
+    page_size: int = 20
+    model: str | None = None
+    status: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class PredictionService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        blobs: BlobStore,
+        dispatcher: Dispatcher,
+        images: ImageSource,
+        *,
+        allow_private_urls: bool,
+    ) -> None:
+        self._sessions = sessions
+        self._blobs = blobs
+        self._dispatcher = dispatcher
+        self._images = images
+        self._allow_private_urls = allow_private_urls
+
+    def submit(self, owner: Principal, model: str, body: Any, webhook: str | None) -> Submission:
+        spec = get_spec(model)
+        if spec is None:
+            raise NotFound(f"model {model!r} is not served here; GET /api/v3/models lists those that are")
+        parsed = parse_submit(spec, body)
+        if webhook is not None:
+            if parsed.enable_base64_output:
+                raise InvalidInput(
+                    "enable_base64_output", "cannot be combined with ?webhook= (send URLs to webhooks)"
+                )
+            self._check_webhook(webhook)
+
+        image = self._images.load(owner, parsed.image)
+        aspect_ratio = parsed.aspect_ratio or closest_aspect_ratio(image.width, image.height)
+        width, height = OUTPUT_SIZES[aspect_ratio]
+        prediction_id = new_prediction_id()
+        input_blob = f"inputs/{prediction_id}.png"
+        png = io.BytesIO()
+        image.save(png, format="PNG")
+        self._blobs.put_bytes(input_blob, png.getvalue())
+
+        row = Prediction(
+            id=prediction_id,
+            key_id=owner.key_id,
+            model=model,
+            status=Status.CREATED,
+            input=recorded_input(body),
+            params={
+                "prompt": parsed.prompt,
+                "aspect_ratio": aspect_ratio,
+                "width": width,
+                "height": height,
+                "fps": spec.fps,
+                "duration": parsed.duration,
+                "num_frames": parsed.duration * spec.fps,
+                "seed": parsed.seed,
+                "negative_prompt": parsed.negative_prompt,
+            },
+            input_blob=input_blob,
+            outputs=[],
+            output_file_ids=[],
+            nsfw=[],
+            error="",
+            progress=0.0,
+            inference_ms=0,
+            webhook_url=webhook,
+            base64_output=parsed.enable_base64_output,
+            created_at=utcnow(),
+            attempts=0,
+        )
+        with self._sessions.begin() as session:
+            session.add(row)
+            self._dispatcher.submitted(session, prediction_id, model)
+        log.info("prediction %s created: model=%s %s %dx%d", prediction_id, model, aspect_ratio, width, height)
+        return Submission(prediction=row, sync=parsed.enable_sync_mode)
+
+    def _check_webhook(self, url: str) -> None:
+        if len(url) > 2000:
+            raise InvalidInput("webhook", "URL is longer than 2000 characters")
+        try:
+            validate_public_url(url, allow_private=self._allow_private_urls)
+        except BlockedAddress as exc:
+            raise InvalidInput("webhook", f"URL refused: {exc.message}") from exc
+        except FetchError as exc:
+            raise InvalidInput("webhook", exc.message) from exc
+
+    @staticmethod
+    def _owned(owner: Principal) -> Select[tuple[Prediction]]:
+        return select(Prediction).where(Prediction.key_id == owner.key_id, Prediction.deleted_at.is_(None))
+
+    def get(self, owner: Principal, prediction_id: str) -> Prediction:
+        with self._sessions() as session:
+            row = session.scalars(self._owned(owner).where(Prediction.id == prediction_id)).first()
+        if row is None:
+            raise NotFound(f"prediction {prediction_id!r} not found")
+        return row
+
+    def history(self, owner: Principal, query: HistoryQuery) -> tuple[int, list[Prediction]]:
+        selection = self._owned(owner)
+        if query.model:
+            selection = selection.where(Prediction.model == query.model)
+        if query.status:
+            selection = selection.where(Prediction.status == query.status)
+        if query.created_after:
+            selection = selection.where(Prediction.created_at >= query.created_after)
+        if query.created_before:
+            selection = selection.where(Prediction.created_at < query.created_before)
+        with self._sessions() as session:
+            total = session.scalar(select(func.count()).select_from(selection.subquery())) or 0
+            rows = session.scalars(
+                selection.order_by(Prediction.created_at.desc(), Prediction.id)
+                .offset((query.page - 1) * query.page_size)
+                .limit(query.page_size)
+            ).all()
+        return total, list(rows)
+
+    def cancel(self, owner: Principal, prediction_id: str) -> Prediction:
+        with self._sessions.begin() as session:
+            row = session.scalars(
+                self._owned(owner).where(Prediction.id == prediction_id).with_for_update()
+            ).first()
+            if row is None:
+                raise NotFound(f"prediction {prediction_id!r} not found")
+            if row.status in TERMINAL:
+                raise Conflict(f"prediction {prediction_id} already ended as {row.status}")
+            self._mark_cancelled(row)
+        log.info("prediction %s cancelled", prediction_id)
+        return row
+
+    @staticmethod
+    def _mark_cancelled(row: Prediction) -> None:
+        # The worker sees the status change at its next heartbeat and stops generating.
+        row.status = Status.CANCELLED
+        row.error = "cancelled by request"
+        row.finished_at = utcnow()
+        row.lease_expires_at = None
+
+    def delete(self, owner: Principal, ids: list[str]) -> int:
+        """Delete predictions (cancelling active ones) and their files; returns how many."""
+        blob_keys: list[str] = []
+        with self._sessions.begin() as session:
+            rows = session.scalars(self._owned(owner).where(Prediction.id.in_(ids)).with_for_update()).all()
+            for row in rows:
+                if row.status in ACTIVE:
+                    self._mark_cancelled(row)
+                row.deleted_at = utcnow()
+                blob_keys.append(row.input_blob)
+                blob_keys.extend(row.outputs)
+            found = [row.id for row in rows]
+            if found:
+                session.execute(delete(StoredFile).where(StoredFile.prediction_id.in_(found)))
+        for key in blob_keys:
+            self._blobs.delete(key)
+        return len(rows)

@@ -1,0 +1,53 @@
+"""All configuration, read from ``REEL_*`` environment variables (pydantic-settings).
+
+CLI flags override the environment; see ``reel.cli``. Every setting is documented in README.md.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REEL_", extra="ignore")
+
+    data_dir: Path = Field(Path("./data"), description="Database, uploads and outputs live here.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite file reel.db in the data dir."
+    )
+    public_url: str | None = Field(
+        None, description="Base of every absolute URL the API returns; default http://HOST:PORT."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    sync_wait_s: float = Field(90.0, description="How long enable_sync_mode holds a POST open.")
+    max_body_bytes: int = Field(32 * 1024 * 1024, description="Largest JSON request body.")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, description="Largest uploaded or fetched image.")
+    max_image_pixels: int = Field(40_000_000, description="Largest decoded image, width × height.")
+    allow_private_urls: bool = Field(
+        False, description="Let image and webhook URLs reach private addresses. Local development only."
+    )
+    fetch_timeout_s: float = Field(15.0, description="Total time allowed for fetching one image URL.")
+    sandbox: bool = Field(False, description="Serve every model id with the CPU sandbox backend.")
+    refuse_nsfw: bool = Field(False, description="Fail predictions whose output the classifier flags.")
+    lease_s: float = Field(
+        30.0, description="A worker that has not heartbeated for this long loses its prediction."
+    )
+    max_attempts: int = Field(3, description="Times a prediction is started before it is failed.")
+    webhook_timeout_s: float = 10.0
+    webhook_max_attempts: int = 6
+    webhook_backoff_s: float = Field(2.0, description="First webhook retry delay; each next one is 4× longer.")
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'reel.db').resolve()}"
+
+    @property
+    def public_base(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

@@ -1,0 +1,139 @@
+"""SQLAlchemy tables. The same models serve SQLite and PostgreSQL; Alembic migrations mirror them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        from datetime import UTC
+
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """Public part of the key (``rk_<id>_<secret>``): looked up directly, never secret."""
+    name: Mapped[str] = mapped_column(String(200), default="")
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    """SHA-256 hex of the whole key; compared in constant time."""
+    webhook_secret: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Prediction(Base):
+    __tablename__ = "predictions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))
+    input: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The request as given, with inline image data replaced by a short placeholder."""
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The validated generation parameters the worker runs with."""
+    input_blob: Mapped[str] = mapped_column(String(300))
+    """Storage key of the decoded input image (PNG)."""
+    outputs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """Storage keys of the output videos."""
+    output_file_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    nsfw: Mapped[list[bool]] = mapped_column(JSON, default=list)
+    error: Mapped[str] = mapped_column(Text, default="")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    inference_ms: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    base64_output: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Dispatch state: who holds the prediction and until when (see reel.dispatch.local).
+    worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        Index("ix_predictions_key_created", "key_id", "created_at"),
+        Index("ix_predictions_status_created", "status", "created_at"),
+    )
+
+
+class StoredFile(Base):
+    """An uploaded file or a generated output, served at ``/files/{id}/{filename}``."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """Unguessable: the file URL is a capability, like a CDN link."""
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    """``upload`` or ``output``."""
+    blob_key: Mapped[str] = mapped_column(String(300))
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    declared_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    upload_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """SHA-256 of the one-time PUT credential; cleared once the bytes arrived."""
+    complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    prediction_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookDelivery(Base):
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    """Sent as the ``webhook-id`` header; the same on every retry."""
+    prediction_id: Mapped[str] = mapped_column(String(32), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    """``pending``, ``delivered`` or ``failed`` (gave up)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Worker(Base):
+    """A running worker process, for readiness and the model listing."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    models: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """model id → {"backend": kind, "ready": bool, "reason": str}."""
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())

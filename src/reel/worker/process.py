@@ -1,0 +1,67 @@
+"""A worker process: the entry point behind ``reel worker`` and the one ``reel serve`` supervises."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import signal
+import threading
+from types import FrameType
+
+from reel.backends.registry import build_backends
+from reel.dispatch.local import make_worker_id
+from reel.logs import setup_logging
+from reel.settings import Settings
+from reel.wiring import build_services
+from reel.worker.presence import Presence
+from reel.worker.runner import Worker
+from reel.worker.webhooks import WebhookSender
+
+log = logging.getLogger(__name__)
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the parent dies, so a killed ``reel serve`` leaves no orphan."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except OSError:
+        log.warning("could not tie the worker's life to its parent (not Linux?)")
+
+
+def run_worker_process(settings: Settings, *, child_of_server: bool = False) -> None:
+    setup_logging()
+    if child_of_server:
+        _die_with_parent()
+    services = build_services(settings, run_migrations=not child_of_server)
+    backends = build_backends(sandbox=settings.sandbox)
+    worker_id = make_worker_id()
+    worker = Worker(services, backends, worker_id)
+    presence = Presence(services.sessions, worker_id, backends)
+    presence.beat()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("worker %s: %s received, handing back any running prediction", worker_id,
+                 signal.Signals(signum).name)
+        worker.shutting_down.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    threads = [
+        threading.Thread(target=presence.run_forever, args=(stop,), name="presence", daemon=True),
+        threading.Thread(
+            target=WebhookSender(services, worker_id).run_forever, args=(stop,), name="webhooks", daemon=True
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        worker.run_forever()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+        presence.leave()
+        log.info("worker %s stopped", worker_id)

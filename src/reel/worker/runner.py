@@ -1,0 +1,216 @@
+"""The worker: claims predictions, runs their backend, stores the video, ends the prediction.
+
+While a prediction runs, a heartbeat thread extends the claim and writes progress; when
+the heartbeat is refused (cancelled, deleted, taken over) the backend's cancel check turns
+true and generation stops at its next step. Every write that ends a prediction is fenced on
+``worker_id`` and ``status = processing``, so a worker that lost its claim can never
+overwrite the result of the one that took over.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from reel.backends.base import Backend, GenerationCancelled, GenerationError, GenerationRequest
+from reel.dispatch.base import Claim
+from reel.media.safety import NsfwClassifier
+from reel.media.video import H264Writer
+from reel.predictions.clock import new_file_id, utcnow
+from reel.predictions.states import Status
+from reel.predictions.views import OUTPUT_FILENAME
+from reel.predictions.webhooks import enqueue_final_event
+from reel.store.tables import Prediction, StoredFile
+from reel.wiring import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Running:
+    claim: Claim
+    progress: float = 0.0
+    lost: threading.Event = field(default_factory=threading.Event)
+    """Set when the heartbeat is refused: cancelled, deleted or taken over."""
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Worker:
+    def __init__(
+        self,
+        services: Services,
+        backends: dict[str, Backend],
+        worker_id: str,
+        *,
+        nsfw: NsfwClassifier | None = None,
+        poll_interval_s: float = 0.2,
+    ) -> None:
+        self._services = services
+        self._settings = services.settings
+        self._backends = backends
+        self.worker_id = worker_id
+        self._nsfw = nsfw or NsfwClassifier()
+        self._poll_interval_s = poll_interval_s
+        self._heartbeat_s = max(0.1, min(1.0, self._settings.lease_s / 4))
+        self.shutting_down = threading.Event()
+
+    def run_forever(self) -> None:
+        log.info("worker %s serving %s", self.worker_id, ", ".join(sorted(self._backends)))
+        while not self.shutting_down.is_set():
+            if not self.run_once():
+                self.shutting_down.wait(self._poll_interval_s)
+
+    def run_once(self) -> bool:
+        """Run the next waiting prediction, if any. Returns whether there was one."""
+        claim = self._services.dispatcher.claim(self.worker_id, list(self._backends))
+        if claim is None:
+            return False
+        running = _Running(claim)
+        beat = threading.Thread(target=self._heartbeat, args=(running,), daemon=True)
+        beat.start()
+        try:
+            self._run(running)
+        finally:
+            running.done.set()
+            beat.join()
+        return True
+
+    def _heartbeat(self, running: _Running) -> None:
+        dispatcher = self._services.dispatcher
+        while not running.done.wait(self._heartbeat_s):
+            try:
+                alive = dispatcher.heartbeat(running.claim, running.progress)
+            except Exception:  # a database hiccup must not kill the generation
+                log.exception("heartbeat for %s failed; retrying", running.claim.prediction_id)
+                continue
+            if not alive and not running.done.is_set():
+                log.info("prediction %s was cancelled or taken over; stopping", running.claim.prediction_id)
+                running.lost.set()
+                return
+
+    def _run(self, running: _Running) -> None:
+        claim = running.claim
+        with self._services.sessions() as session:
+            row = session.get(Prediction, claim.prediction_id)
+            if row is None:
+                return
+            params = dict(row.params)
+            input_blob = row.input_blob
+        backend = self._backends[claim.model]
+        image = Image.open(io.BytesIO(self._services.blobs.read_bytes(input_blob))).convert("RGB")
+        request = GenerationRequest(
+            prediction_id=claim.prediction_id,
+            model=claim.model,
+            prompt=params["prompt"],
+            image=image,
+            width=params["width"],
+            height=params["height"],
+            fps=params["fps"],
+            num_frames=params["num_frames"],
+            seed=params.get("seed"),
+            params={k: v for k, v in params.items() if k in ("negative_prompt", "duration")},
+        )
+        scratch = self._services.blobs.scratch_dir() / f"{claim.prediction_id}-{claim.attempt}.mp4"
+        log.info(
+            "prediction %s: generating with %s backend (attempt %d)", claim.prediction_id, backend.kind,
+            claim.attempt,
+        )
+
+        def on_progress(fraction: float) -> None:
+            running.progress = max(running.progress, min(0.99, max(0.0, fraction)))
+
+        def is_cancelled() -> bool:
+            return running.lost.is_set() or self.shutting_down.is_set()
+
+        started = time.monotonic()
+        try:
+            with H264Writer(scratch, width=request.width, height=request.height, fps=request.fps) as sink:
+                backend.generate(request, sink, on_progress, is_cancelled)
+        except GenerationCancelled:
+            if self.shutting_down.is_set() and not running.lost.is_set():
+                log.info("prediction %s handed back: worker shutting down", claim.prediction_id)
+                self._services.dispatcher.release(claim)
+            return
+        except GenerationError as exc:
+            self._fail(claim, str(exc))
+            return
+        except Exception as exc:
+            log.exception("prediction %s: %s backend crashed", claim.prediction_id, backend.kind)
+            self._fail(claim, f"internal error in the {backend.kind} backend: {type(exc).__name__}: {exc}")
+            return
+        inference_ms = int((time.monotonic() - started) * 1000)
+        flagged = self._nsfw.check_video(scratch)
+        if flagged and self._settings.refuse_nsfw:
+            scratch.unlink(missing_ok=True)
+            self._fail(claim, "the output was flagged by the safety classifier and is not returned")
+            return
+        self._complete(claim, scratch, inference_ms, flagged)
+
+    def _owned_row(self, session: Session, claim: Claim) -> Prediction | None:
+        return session.scalars(
+            select(Prediction)
+            .where(
+                Prediction.id == claim.prediction_id,
+                Prediction.worker_id == claim.worker_id,
+                Prediction.status == Status.PROCESSING,
+                Prediction.deleted_at.is_(None),
+            )
+            .with_for_update()
+        ).first()
+
+    def _complete(self, claim: Claim, video: Path, inference_ms: int, flagged: bool) -> None:
+        blobs = self._services.blobs
+        file_id = new_file_id()
+        blob_key = f"outputs/{file_id}.mp4"
+        size = video.stat().st_size
+        blobs.put_file(blob_key, video)
+        with self._services.sessions.begin() as session:
+            row = self._owned_row(session, claim)
+            if row is None:
+                log.info("prediction %s ended elsewhere; discarding this output", claim.prediction_id)
+                blobs.delete(blob_key)
+                return
+            session.add(
+                StoredFile(
+                    id=file_id,
+                    key_id=row.key_id,
+                    kind="output",
+                    blob_key=blob_key,
+                    filename=OUTPUT_FILENAME,
+                    content_type="video/mp4",
+                    size=size,
+                    complete=True,
+                    prediction_id=row.id,
+                    created_at=utcnow(),
+                )
+            )
+            row.status = Status.COMPLETED
+            row.outputs = [blob_key]
+            row.output_file_ids = [file_id]
+            row.nsfw = [flagged]
+            row.progress = 1.0
+            row.inference_ms = inference_ms
+            row.finished_at = utcnow()
+            row.lease_expires_at = None
+            enqueue_final_event(session, row, self._settings.public_base, blobs)
+        log.info("prediction %s completed in %d ms", claim.prediction_id, inference_ms)
+
+    def _fail(self, claim: Claim, reason: str) -> None:
+        with self._services.sessions.begin() as session:
+            row = self._owned_row(session, claim)
+            if row is None:
+                return
+            row.status = Status.FAILED
+            row.error = reason
+            row.finished_at = utcnow()
+            row.lease_expires_at = None
+            enqueue_final_event(session, row, self._settings.public_base, self._services.blobs)
+        log.warning("prediction %s failed: %s", claim.prediction_id, reason)

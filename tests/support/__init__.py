@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: real server processes, keys, images."""
