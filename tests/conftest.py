@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from support.server import LiveServer, create_key
 
 # Short enough that a sandbox clip with [sandbox:delay=...] outlasts it; long enough for a plain clip.

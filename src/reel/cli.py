@@ -13,15 +13,17 @@ from rich.table import Table
 from reel.errors import NotFound
 from reel.settings import Settings
 
-app = typer.Typer(help="Reel: self-hosted image-to-video generation with WaveSpeed's v3 API.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Reel: self-hosted image-to-video generation with WaveSpeed's v3 API.", no_args_is_help=True
+)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 err = Console(stderr=True)
 log = logging.getLogger("reel")
 
 DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="Database and files. [env: REEL_DATA_DIR]", show_default=False)
+    Path | None,
+    typer.Option("--data-dir", help="Database and files. [env: REEL_DATA_DIR]", show_default=False),
 ]
 
 
@@ -71,21 +73,15 @@ def serve(
     log.info("public URL %s", settings.public_base)
     _announce_backends(settings)
     supervisor = None if no_worker else WorkerSupervisor(settings)
-    if supervisor is not None:
-        supervisor.start()
-    else:
+    if supervisor is None:
         log.info("--no-worker: predictions wait for a `reel worker` process")
-    try:
-        uvicorn.run(
-            create_app(services, expect_worker=not no_worker),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            timeout_graceful_shutdown=5,
-        )
-    finally:
-        if supervisor is not None:
-            supervisor.stop()
+    uvicorn.run(
+        create_app(services, companion=supervisor),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=5,
+    )
 
 
 @app.command()
@@ -136,8 +132,10 @@ def keys_list(data_dir: DataDirOpt = None) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The id shown by `reel keys list`.")],
-                data_dir: DataDirOpt = None) -> None:
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The id shown by `reel keys list`.")],
+    data_dir: DataDirOpt = None,
+) -> None:
     """Revoke a key: it stops working at once."""
     try:
         _key_service(data_dir).revoke(key_id)

@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, description="Times a prediction is started before it is failed.")
     webhook_timeout_s: float = 10.0
     webhook_max_attempts: int = 6
-    webhook_backoff_s: float = Field(2.0, description="First webhook retry delay; each next one is 4× longer.")
+    webhook_backoff_s: float = Field(
+        2.0, description="First webhook retry delay; each next one is 4× longer."
+    )
 
     @cached_property
     def effective_database_url(self) -> str:

@@ -49,8 +49,12 @@ class WorkerSupervisor:
             self._process.join(timeout=0.5)
             if self._stop.is_set() or self._process.is_alive():
                 continue
-            log.error("worker process %s exited with code %s; restarting in %.0f s",
-                      self._process.pid, self._process.exitcode, delay)
+            log.error(
+                "worker process %s exited with code %s; restarting in %.0f s",
+                self._process.pid,
+                self._process.exitcode,
+                delay,
+            )
             if self._stop.wait(delay):
                 return
             delay = min(delay * 2, 30.0)

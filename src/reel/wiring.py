@@ -61,4 +61,3 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
         sessions, blobs, dispatcher, images, allow_private_urls=settings.allow_private_urls
     )
     return Services(settings, engine, sessions, blobs, dispatcher, KeyService(sessions), files, predictions)
-

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 import wavespeed
-from support.media import png_base64, png_bytes, png_data_uri
-from support.server import LiveServer
 
 from reel.media.video import probe_video
+from support.media import png_base64, png_bytes, png_data_uri
+from support.server import LiveServer
 
 MODEL = "runwayml/gen4-turbo"
 SIZES = {"16:9": (1280, 720), "9:16": (720, 1280), "4:3": (1104, 832), "3:4": (832, 1104), "1:1": (960, 960)}
@@ -25,7 +25,9 @@ def client(server: LiveServer, api_key: str) -> wavespeed.Client:
     return wavespeed.Client(api_key=api_key, base_url=server.url, max_connection_retries=0)
 
 
-def _check_video(url_or_bytes: str | bytes, tmp_path: Path, size: tuple[int, int], seconds: float = 5.0) -> None:
+def _check_video(
+    url_or_bytes: str | bytes, tmp_path: Path, size: tuple[int, int], seconds: float = 5.0
+) -> None:
     data = url_or_bytes if isinstance(url_or_bytes, bytes) else httpx.get(url_or_bytes, timeout=30).content
     path = tmp_path / "out.mp4"
     path.write_bytes(data)
@@ -39,9 +41,7 @@ def _check_video(url_or_bytes: str | bytes, tmp_path: Path, size: tuple[int, int
 
 
 @pytest.mark.parametrize("ratio", list(SIZES))
-def test_run_returns_a_video_of_the_ratio_size(
-    client: wavespeed.Client, ratio: str, tmp_path: Path
-) -> None:
+def test_run_returns_a_video_of_the_ratio_size(client: wavespeed.Client, ratio: str, tmp_path: Path) -> None:
     result = client.run(
         MODEL, {"prompt": "a slow push-in", "image": png_data_uri(), "aspect_ratio": ratio}, poll_interval=0.1
     )
@@ -61,7 +61,6 @@ def test_get_result_after_run(client: wavespeed.Client, server: LiveServer, api_
         json={"prompt": "x", "image": png_base64(), "aspect_ratio": "1:1"},
         headers={"Authorization": f"Bearer {api_key}"},
     ).json()["data"]
-    client.run  # the SDK's own polling is exercised above; here its get_result
     first = client.get_result(submitted["id"])
     assert first["code"] == 200
     assert first["data"]["id"] == submitted["id"]
@@ -88,7 +87,6 @@ def test_sync_mode_timeout_says_5004_and_the_prediction_goes_on(client: wavespee
     assert task_id != "unknown"
     data = client.get_result(task_id)["data"]
     assert data["status"] in {"processing", "completed"}
-    client.run  # and it still ends: wait for it through the SDK's own poller
     final = client._wait(task_id, timeout=60, poll_interval=0.2)
     assert len(final["outputs"]) == 1
 
@@ -115,7 +113,9 @@ def test_base64_output(client: wavespeed.Client, tmp_path: Path) -> None:
 
 def test_ten_second_clip(client: wavespeed.Client, tmp_path: Path) -> None:
     result = client.run(
-        MODEL, {"prompt": "long", "image": png_base64(), "aspect_ratio": "1:1", "duration": 10}, poll_interval=0.1
+        MODEL,
+        {"prompt": "long", "image": png_base64(), "aspect_ratio": "1:1", "duration": 10},
+        poll_interval=0.1,
     )
     _check_video(result["outputs"][0], tmp_path, SIZES["1:1"], seconds=10.0)
 
@@ -150,7 +150,9 @@ def test_unknown_id_is_a_404(client: wavespeed.Client) -> None:
 
 def test_failed_prediction_raises_with_its_error_and_is_not_retried(client: wavespeed.Client) -> None:
     with pytest.raises(RuntimeError, match="failure requested") as raised:
-        client.run(MODEL, {"prompt": "[sandbox:fail]", "image": png_base64()}, poll_interval=0.1, max_retries=2)
+        client.run(
+            MODEL, {"prompt": "[sandbox:fail]", "image": png_base64()}, poll_interval=0.1, max_retries=2
+        )
     # The SDK re-runs only errors mentioning "HTTP 5" / "HTTP 429"; ours must not.
     assert "HTTP 5" not in str(raised.value)
     assert "Prediction failed" in str(raised.value)

@@ -83,8 +83,11 @@ class LiveServer:
     def worker_pids(self) -> list[int]:
         """Pids of the worker processes this server supervises (its children)."""
         assert self.process is not None
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(p) for p in children.read_text().split()] if children.exists() else []
+        # Children are listed per thread: the supervisor thread restarts workers.
+        tasks = Path(f"/proc/{self.process.pid}/task").glob("*/children")
+        pids = [int(p) for task in tasks for p in task.read_text().split()]
+        # multiprocessing's resource tracker is a child too; the worker is the spawned one.
+        return [pid for pid in pids if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: nothing gets to clean up."""

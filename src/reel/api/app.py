@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
+
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from reel import __version__
 from reel.api.body_limit import BodyLimitMiddleware
@@ -14,15 +19,37 @@ from reel.wiring import Services
 JSON_OVERHEAD = 1.4
 
 
-def create_app(services: Services, *, expect_worker: bool = True) -> FastAPI:
+class Companion(Protocol):
+    """Something that lives as long as the app, e.g. the supervised worker process."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def create_app(services: Services, *, companion: Companion | None = None) -> FastAPI:
+    """The API. ``companion`` (the worker supervisor) is started and stopped with the app, so a
+    SIGTERM to the server hands the worker's prediction back before the process exits."""
     settings = services.settings
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if companion is not None:
+            companion.start()
+        try:
+            yield
+        finally:
+            if companion is not None:
+                await run_in_threadpool(companion.stop)
+
     app = FastAPI(
         title="Reel",
         version=__version__,
         description="Self-hosted image-to-video generation speaking WaveSpeedAI's v3 API.",
+        lifespan=lifespan,
     )
     app.state.services = services
-    app.state.expect_worker = expect_worker
+    app.state.expect_worker = companion is not None
     install_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware,

@@ -12,4 +12,6 @@ def success(data: Any) -> JSONResponse:
 
 
 def failure(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"code": status, "message": message, "data": None}, status_code=status, headers=headers)
+    return JSONResponse(
+        {"code": status, "message": message, "data": None}, status_code=status, headers=headers
+    )

@@ -90,7 +90,9 @@ class TableDispatcher:
                 if row.status == Status.PROCESSING:
                     log.warning(
                         "prediction %s: worker %s stopped heartbeating; restarting it (attempt %d)",
-                        row.id, row.worker_id, row.attempts + 1,
+                        row.id,
+                        row.worker_id,
+                        row.attempts + 1,
                     )
                 row.status = Status.PROCESSING
                 row.worker_id = worker_id

@@ -141,7 +141,9 @@ class FileService:
             row = session.get(StoredFile, file_id)
             if row is None or not row.complete or row.filename != filename:
                 raise NotFound("no such file")
-            content_type = row.content_type if row.content_type in INLINE_TYPES else "application/octet-stream"
+            content_type = (
+                row.content_type if row.content_type in INLINE_TYPES else "application/octet-stream"
+            )
             return ServedFile(row.blob_key, row.filename, content_type, row.size)
 
     def read_owned_upload(self, owner: Principal, file_id: str) -> bytes:

@@ -115,7 +115,9 @@ class PredictionService:
         with self._sessions.begin() as session:
             session.add(row)
             self._dispatcher.submitted(session, prediction_id, model)
-        log.info("prediction %s created: model=%s %s %dx%d", prediction_id, model, aspect_ratio, width, height)
+        log.info(
+            "prediction %s created: model=%s %s %dx%d", prediction_id, model, aspect_ratio, width, height
+        )
         return Submission(prediction=row, sync=parsed.enable_sync_mode)
 
     def _check_webhook(self, url: str) -> None:
@@ -129,7 +131,7 @@ class PredictionService:
             raise InvalidInput("webhook", exc.message) from exc
 
     @staticmethod
-    def _owned(owner: Principal) -> Select[tuple[Prediction]]:
+    def _owned(owner: Principal) -> Select[Prediction]:
         return select(Prediction).where(Prediction.key_id == owner.key_id, Prediction.deleted_at.is_(None))
 
     def get(self, owner: Principal, prediction_id: str) -> Prediction:

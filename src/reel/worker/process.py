@@ -43,8 +43,11 @@ def run_worker_process(settings: Settings, *, child_of_server: bool = False) -> 
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("worker %s: %s received, handing back any running prediction", worker_id,
-                 signal.Signals(signum).name)
+        log.info(
+            "worker %s: %s received, handing back any running prediction",
+            worker_id,
+            signal.Signals(signum).name,
+        )
         worker.shutting_down.set()
 
     signal.signal(signal.SIGTERM, on_signal)

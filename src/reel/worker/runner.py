@@ -120,7 +120,9 @@ class Worker:
         )
         scratch = self._services.blobs.scratch_dir() / f"{claim.prediction_id}-{claim.attempt}.mp4"
         log.info(
-            "prediction %s: generating with %s backend (attempt %d)", claim.prediction_id, backend.kind,
+            "prediction %s: generating with %s backend (attempt %d)",
+            claim.prediction_id,
+            backend.kind,
             claim.attempt,
         )
 

@@ -109,4 +109,6 @@ def serve_file(file_id: str, filename: str, services: ServicesDep) -> Response:
             filename=served.filename if served.content_type == "application/octet-stream" else None,
             headers=headers,
         )
-    return Response(services.blobs.read_bytes(served.blob_key), media_type=served.content_type, headers=headers)
+    return Response(
+        services.blobs.read_bytes(served.blob_key), media_type=served.content_type, headers=headers
+    )

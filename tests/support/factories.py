@@ -1,0 +1,50 @@
+"""Build services on a temporary data directory and put predictions straight into the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reel.predictions.clock import new_prediction_id, utcnow
+from reel.predictions.states import Status
+from reel.settings import Settings
+from reel.store.tables import Prediction
+from reel.wiring import Services, build_services
+
+
+def services_for(data_dir: Path, **settings: Any) -> Services:
+    return build_services(Settings(data_dir=data_dir, **settings))
+
+
+def insert_prediction(services: Services, key_id: str, model: str = "runwayml/gen4-turbo") -> str:
+    prediction_id = new_prediction_id()
+    with services.sessions.begin() as session:
+        session.add(
+            Prediction(
+                id=prediction_id,
+                key_id=key_id,
+                model=model,
+                status=Status.CREATED,
+                input={},
+                params={},
+                input_blob="inputs/none.png",
+                outputs=[],
+                output_file_ids=[],
+                nsfw=[],
+                error="",
+                progress=0.0,
+                inference_ms=0,
+                base64_output=False,
+                created_at=utcnow(),
+                attempts=0,
+            )
+        )
+        services.dispatcher.submitted(session, prediction_id, model)
+    return prediction_id
+
+
+def load(services: Services, prediction_id: str) -> Prediction:
+    with services.sessions() as session:
+        row = session.get(Prediction, prediction_id)
+        assert row is not None
+        return row
