@@ -22,8 +22,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None, description="Base of every absolute URL the API returns; default http://HOST:PORT."
     )
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field("127.0.0.1", description="Address `reel serve` listens on.")
+    port: int = Field(8000, description="Port `reel serve` listens on.")
     sync_wait_s: float = Field(90.0, description="How long enable_sync_mode holds a POST open.")
     max_body_bytes: int = Field(32 * 1024 * 1024, description="Largest JSON request body.")
     max_upload_bytes: int = Field(20 * 1024 * 1024, description="Largest uploaded or fetched image.")
@@ -38,8 +38,8 @@ class Settings(BaseSettings):
         30.0, description="A worker that has not heartbeated for this long loses its prediction."
     )
     max_attempts: int = Field(3, description="Times a prediction is started before it is failed.")
-    webhook_timeout_s: float = 10.0
-    webhook_max_attempts: int = 6
+    webhook_timeout_s: float = Field(10.0, description="Time allowed for one webhook POST.")
+    webhook_max_attempts: int = Field(6, description="Webhook attempts before giving up.")
     webhook_backoff_s: float = Field(
         2.0, description="First webhook retry delay; each next one is 4× longer."
     )

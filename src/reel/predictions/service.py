@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select
@@ -44,6 +44,15 @@ class HistoryQuery:
     status: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a time without an offset is read as UTC.
+
+    SQLite keeps timestamps as text without their offset, so comparing with a time in another
+    offset would compare wall clocks, and a naive one is refused by the UTC column type.
+    """
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class PredictionService:
@@ -148,9 +157,9 @@ class PredictionService:
         if query.status:
             selection = selection.where(Prediction.status == query.status)
         if query.created_after:
-            selection = selection.where(Prediction.created_at >= query.created_after)
+            selection = selection.where(Prediction.created_at >= _as_utc(query.created_after))
         if query.created_before:
-            selection = selection.where(Prediction.created_at < query.created_before)
+            selection = selection.where(Prediction.created_at < _as_utc(query.created_before))
         with self._sessions() as session:
             total = session.scalar(select(func.count()).select_from(selection.subquery())) or 0
             rows = session.scalars(
