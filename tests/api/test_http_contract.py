@@ -347,10 +347,11 @@ def test_unknown_route_is_a_404_envelope(me: httpx.Client, method: str, path: st
     assert_error(me.request(method, path), 404)
 
 
-def test_wrong_method_under_api_v3_still_answers_an_envelope(me: httpx.Client) -> None:
-    response = me.get("/api/v3/nothing/here")
-    assert response.status_code in {404, 405}
-    assert_error(response, response.status_code)
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_unknown_path_under_api_v3_is_a_404_not_a_405(me: httpx.Client, method: str) -> None:
+    response = me.request(method, "/api/v3/nothing/here")
+    assert_error(response, 404)
+    assert "/api/v3/nothing/here" in response.json()["message"]
 
 
 # --- submit validation ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +21,7 @@ from reel.errors import NotFound, Unauthorized
 from reel.predictions.clock import utcnow
 from reel.store.tables import ApiKey
 
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 _KEY_RE = re.compile(r"^rk_([a-z0-9]{12})_([A-Za-z0-9_-]{20,100})$")
 
 
@@ -74,7 +75,11 @@ class KeyService:
             expected = row.secret_hash if row else hash_key("")
             valid = hmac.compare_digest(expected, hash_key(presented)) and row is not None
             if not valid or row is None or row.revoked_at is not None:
-                raise Unauthorized("invalid API key")
+                raise Unauthorized("invalid API key: check the 'Authorization: Bearer <key>' header")
+            now = utcnow()
+            # Recorded at minute granularity: a write per request would serialise SQLite readers.
+            if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+                row.last_used_at = now
             return Principal(key_id=row.id, webhook_secret=row.webhook_secret)
 
     def list(self) -> list[KeyInfo]:

@@ -30,7 +30,7 @@ def _file_data(settings: Settings, row: StoredFile) -> dict[str, object]:
     return {
         "type": row.content_type.split("/", 1)[0] if "/" in row.content_type else "file",
         "filename": row.filename,
-        "size": row.size or row.declared_size or 0,
+        "size": row.size if row.complete else (row.declared_size or 0),
         "download_url": download_url(settings, row),
     }
 

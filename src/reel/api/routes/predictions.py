@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from reel.api.deps import CurrentKey, ServicesDep
 from reel.api.envelope import success
 from reel.api.json_body import parse_as, read_json
+from reel.errors import NotFound
 from reel.predictions.service import HistoryQuery
 from reel.predictions.states import TERMINAL, Status
 from reel.predictions.views import prediction_object
@@ -83,6 +84,12 @@ def delete_one(prediction_id: str, key: CurrentKey, services: ServicesDep) -> JS
 @router.get("/webhook/secret", summary="This key's webhook signing secret")
 def webhook_secret(key: CurrentKey) -> JSONResponse:
     return success({"secret": key.webhook_secret})
+
+
+@submit_router.api_route("/{path:path}", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+def unknown_route(path: str) -> JSONResponse:
+    """Without this, the submit route's catch-all path would turn unknown GETs into 405s."""
+    raise NotFound(f"no such endpoint: /api/v3/{path}")
 
 
 @submit_router.post("/{model:path}", summary="Submit a prediction to a model, e.g. runwayml/gen4-turbo")
