@@ -53,7 +53,9 @@ def serve(
     public_url: Annotated[
         str | None, typer.Option(help="Base of returned URLs. [env: REEL_PUBLIC_URL]", show_default=False)
     ] = None,
-    no_worker: Annotated[bool, typer.Option("--no-worker", help="Run only the API.")] = False,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", envvar="REEL_NO_WORKER", help="Run only the API, no worker.")
+    ] = False,
     sandbox: Annotated[
         bool | None, typer.Option("--sandbox", help="Serve every model with the sandbox. [env: REEL_SANDBOX]")
     ] = None,
