@@ -16,11 +16,28 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
+# The tests run tiny diffusers models on the CPU: a CPU build of torch goes in first, so the
+# models extra does not pull a multi-GB CUDA build.
+TORCH_CPU ?= torch==2.13.0
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q '$(TORCH_CPU)'
+	$(BIN)/pip install -q -e '.[test,models]'
+	touch $@
+
+# Real models need an NVIDIA GPU: the models extra (torch, diffusers: several GB) is installed
+# only where nvidia-smi finds one, or with REEL_INSTALL_MODELS=1. Elsewhere Reel serves every
+# model with the CPU sandbox and says so loudly.
+$(VENV)/.installed-models: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[models]'
 	touch $@
 
 serve: $(VENV)/.installed
+	@if [ "$(REEL_INSTALL_MODELS)" = 1 ] || nvidia-smi -L >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory $(VENV)/.installed-models; \
+	else \
+		echo "make serve: NO NVIDIA GPU FOUND - not installing the models extra; every model is served by"; \
+		echo "the CPU SANDBOX (not AI generation). REEL_INSTALL_MODELS=1 make serve installs it anyway."; \
+	fi
 	$(BIN)/reel serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 key: $(VENV)/.installed
@@ -31,7 +48,16 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-test: lint
+# The playground's browser tests drive Debian's chromium: Playwright cannot download browsers here.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the browser tests"
+	@SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	{ $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; } \
+	|| { echo "could not install chromium: run 'apt-get install chromium' as root" >&2; exit 1; }
+	@test -x $@ || { echo "chromium installed but $@ is missing" >&2; exit 1; }
+
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 clean:

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from support.postgres import empty_tables, fresh_database
 from support.server import LiveServer, create_key
 
-# Short enough that a sandbox clip with [sandbox:delay=...] outlasts it; long enough for a plain clip.
-SYNC_WAIT_S = "8"
+# Long enough for a plain clip even on a loaded 2-core CI machine; the sync-timeout test runs its
+# own server with a one-second wait.
+SYNC_WAIT_S = "60"
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +38,17 @@ def other_key(server: LiveServer) -> str:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="module")
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL server for this test module, dropped afterwards."""
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> str:
+    """The module's PostgreSQL database, emptied for this test."""
+    empty_tables(postgres_database)
+    return postgres_database

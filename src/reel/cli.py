@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from reel.backends.diffusers.cli import models_app
+from reel.client import commands as client_commands
 from reel.errors import NotFound
 from reel.settings import Settings
 
@@ -18,6 +21,10 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
+# The API client: talks HTTP to a server like any other client.
+app.command("run")(client_commands.run)
+app.add_typer(client_commands.predictions_app, name="predictions")
 err = Console(stderr=True)
 log = logging.getLogger("reel")
 
@@ -90,15 +97,56 @@ def serve(
 def worker(
     data_dir: DataDirOpt = None,
     sandbox: Annotated[bool | None, typer.Option("--sandbox", help="[env: REEL_SANDBOX]")] = None,
+    gpu: Annotated[
+        int | None,
+        typer.Option("--gpu", help="Use only this GPU (sets CUDA_VISIBLE_DEVICES).", show_default=False),
+    ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models",
+            help="Comma-separated model ids to serve; default all. [env: REEL_WORKER_MODELS]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a worker that generates predictions (stop with SIGTERM: it hands back its job)."""
+    if gpu is not None:  # before anything imports torch, which reads it once
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    from reel.backends.registry import MODELS
     from reel.logs import setup_logging
-    from reel.worker.process import run_worker_process
+    from reel.worker.process import requested_models, run_worker_process
 
     setup_logging()
-    settings = _settings(data_dir=data_dir, sandbox=sandbox)
+    settings = _settings(data_dir=data_dir, sandbox=sandbox, worker_models=models)
+    unknown = [model for model in requested_models(settings) if model not in MODELS]
+    if unknown:
+        err.print(f"[red]--models: not in the model registry: {', '.join(unknown)}[/]")
+        err.print(f"known: {', '.join(sorted(MODELS))}")
+        raise typer.Exit(2)
     _announce_backends(settings)
     run_worker_process(settings)
+
+
+@app.command()
+def migrate(data_dir: DataDirOpt = None) -> None:
+    """Bring the database schema (and, on PostgreSQL, procrastinate's job queue) up to date.
+
+    `reel serve` and `reel worker` do this at start-up too; replicas starting together wait
+    for each other."""
+    from reel.logs import setup_logging
+    from reel.store.db import current_revision, make_engine
+    from reel.store.db import migrate as apply_migrations
+
+    setup_logging()
+    settings = _settings(data_dir=data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    before = current_revision(engine)
+    apply_migrations(engine, settings.data_dir)
+    after = current_revision(engine)
+    where = engine.url.render_as_string()
+    err.print(f"{where}: schema at revision {after}" + (f" (was {before})" if before != after else ""))
 
 
 def _key_service(data_dir: Path | None) -> Any:

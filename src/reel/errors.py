@@ -37,3 +37,17 @@ class NotFound(ReelError):
 
 class Conflict(ReelError):
     """The request is valid but the thing's current state does not allow it."""
+
+
+class IdempotencyMismatch(InvalidInput):
+    """An ``Idempotency-Key`` was reused with a different request; retrying cannot fix it."""
+
+
+class StorageUnavailable(ReelError):
+    """The blob store (an S3 bucket) could not be reached or refused the request (HTTP 503).
+    Nothing the caller sent was wrong; the same request may succeed later."""
+
+
+class DatabaseUnavailable(StorageUnavailable):
+    """The database could not be reached, e.g. while PostgreSQL restarts (HTTP 503, like the
+    blob store being down). Raised in place of the driver's error by ``reel.store.db``."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,15 +34,45 @@ class Settings(BaseSettings):
     )
     fetch_timeout_s: float = Field(15.0, description="Total time allowed for fetching one image URL.")
     sandbox: bool = Field(False, description="Serve every model id with the CPU sandbox backend.")
+    models_file: Path | None = Field(
+        None, description="The model registry TOML file; default: reel/backends/models.toml."
+    )
+    device: str = Field(
+        "auto", description="Where diffusers models run: auto (a CUDA GPU if any), cuda, cuda:N or cpu."
+    )
     refuse_nsfw: bool = Field(False, description="Fail predictions whose output the classifier flags.")
     lease_s: float = Field(
         30.0, description="A worker that has not heartbeated for this long loses its prediction."
     )
     max_attempts: int = Field(3, description="Times a prediction is started before it is failed.")
+    dispatch: Literal["auto", "table", "procrastinate"] = Field(
+        "auto",
+        description="How predictions reach workers: table (leases in the predictions table) or "
+        "procrastinate (PostgreSQL job queue); auto: procrastinate on PostgreSQL, table on SQLite.",
+    )
+    worker_models: str = Field(
+        "", description="Comma-separated model ids a `reel worker` serves; empty: every model."
+    )
     webhook_timeout_s: float = Field(10.0, description="Time allowed for one webhook POST.")
     webhook_max_attempts: int = Field(6, description="Webhook attempts before giving up.")
     webhook_backoff_s: float = Field(
         2.0, description="First webhook retry delay; each next one is 4× longer."
+    )
+    storage_url: str | None = Field(
+        None,
+        description="Where blobs live: s3://bucket/prefix (endpoint, region and credentials from "
+        "the standard AWS_* variables) or file:///path; default: the blobs dir in the data dir.",
+    )
+    file_urls: Literal["proxy", "presigned"] = Field(
+        "proxy",
+        description="How outputs are handed out: proxy (Reel's /files route streams them) or "
+        "presigned (S3 presigned GET URLs, S3 storage only).",
+    )
+    file_url_ttl_s: int = Field(
+        7 * 24 * 3600, ge=1, le=7 * 24 * 3600, description="Lifetime of a presigned URL (S3's cap: 7 days)."
+    )
+    s3_multipart_threshold_bytes: int = Field(
+        8 * 1024 * 1024, ge=1, description="Files at least this big go to S3 in parts (of at least 5 MiB)."
     )
 
     @cached_property

@@ -1,14 +1,16 @@
 """Builds the object graph from settings, once per process. The only place that picks
-implementations (SQLite or PostgreSQL, local disk, the dispatcher)."""
+implementations (SQLite or PostgreSQL, local disk or S3, the dispatcher)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from reel.dispatch.base import Dispatcher
+from reel.dispatch.base import Dispatcher, FailedHook
 from reel.dispatch.local import TableDispatcher
 from reel.predictions.files import FileService
 from reel.predictions.image_source import ImageLimits, ImageSource
@@ -18,7 +20,7 @@ from reel.predictions.webhooks import enqueue_final_event
 from reel.settings import Settings
 from reel.storage.base import BlobStore
 from reel.storage.local import LocalBlobStore
-from reel.store.db import make_engine, make_session_factory, migrate
+from reel.store.db import is_postgres, make_engine, make_session_factory, migrate
 
 
 @dataclass
@@ -33,18 +35,65 @@ class Services:
     predictions: PredictionService
 
 
+def build_blob_store(settings: Settings) -> BlobStore:
+    """Local disk (the data dir's ``blobs``, or ``file:///path``) or an S3 bucket (``s3://``)."""
+    url = settings.storage_url or ""
+    if url.startswith("s3://"):
+        from reel.storage.s3 import S3BlobStore, S3Location  # boto3 loads only when used
+
+        return S3BlobStore(
+            S3Location.parse(url),
+            settings.data_dir / "scratch",
+            multipart_threshold_bytes=settings.s3_multipart_threshold_bytes,
+            presign_ttl_s=settings.file_url_ttl_s if settings.file_urls == "presigned" else None,
+        )
+    if settings.file_urls == "presigned":
+        raise ValueError("REEL_FILE_URLS=presigned needs S3 storage (REEL_STORAGE_URL=s3://bucket/prefix)")
+    if not url:
+        return LocalBlobStore(settings.data_dir / "blobs")
+    parts = urlsplit(url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost") or not parts.path:
+        raise ValueError(f"REEL_STORAGE_URL: expected s3://bucket/prefix or file:///path, got {url!r}")
+    return LocalBlobStore(Path(parts.path))
+
+
+def build_dispatcher(
+    settings: Settings, engine: Engine, sessions: sessionmaker[Session], on_failed: FailedHook
+) -> Dispatcher:
+    """``REEL_DISPATCH``: procrastinate's queue (PostgreSQL only) or leases in the predictions
+    table; ``auto`` picks procrastinate on PostgreSQL."""
+    mode = settings.dispatch
+    if mode == "auto":
+        mode = "procrastinate" if is_postgres(engine) else "table"
+    if mode == "procrastinate":
+        if not is_postgres(engine):
+            raise ValueError("REEL_DISPATCH=procrastinate needs PostgreSQL (REEL_DATABASE_URL=postgresql://...)")
+        from reel.dispatch.procrastinate import ProcrastinateDispatcher
+
+        return ProcrastinateDispatcher(
+            sessions,
+            engine,
+            lease_s=settings.lease_s,
+            max_attempts=settings.max_attempts,
+            on_failed=on_failed,
+        )
+    return TableDispatcher(
+        sessions, lease_s=settings.lease_s, max_attempts=settings.max_attempts, on_failed=on_failed
+    )
+
+
 def build_services(settings: Settings, *, run_migrations: bool = True) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.effective_database_url)
     if run_migrations:
         migrate(engine, settings.data_dir)
     sessions = make_session_factory(engine)
-    blobs = LocalBlobStore(settings.data_dir / "blobs")
-    dispatcher = TableDispatcher(
+    blobs = build_blob_store(settings)
+    dispatcher = build_dispatcher(
+        settings,
+        engine,
         sessions,
-        lease_s=settings.lease_s,
-        max_attempts=settings.max_attempts,
-        on_failed=lambda session, row: enqueue_final_event(session, row, settings.public_base, blobs),
+        lambda session, row: enqueue_final_event(session, row, settings.public_base, blobs),
     )
     files = FileService(sessions, blobs, settings.max_upload_bytes)
     images = ImageSource(

@@ -6,6 +6,7 @@ Each video that comes back is downloaded and decoded to check its size, rate and
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,7 @@ import wavespeed
 
 from reel.media.video import probe_video
 from support.media import png_base64, png_bytes, png_data_uri
-from support.server import LiveServer
+from support.server import LiveServer, create_key
 
 MODEL = "runwayml/gen4-turbo"
 SIZES = {"16:9": (1280, 720), "9:16": (720, 1280), "4:3": (1104, 832), "3:4": (832, 1104), "1:1": (960, 960)}
@@ -75,10 +76,21 @@ def test_sync_mode_returns_the_finished_prediction(client: wavespeed.Client, tmp
     _check_video(result["outputs"][0], tmp_path, SIZES["16:9"])
 
 
-def test_sync_mode_timeout_says_5004_and_the_prediction_goes_on(client: wavespeed.Client) -> None:
+@pytest.fixture(scope="module")
+def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server whose sync mode gives up after one second."""
+    live = LiveServer(tmp_path_factory.mktemp("impatient"), env={"REEL_SYNC_WAIT_S": "1"}).start()
+    yield live
+    live.stop()
+    assert not live.server_errors()
+
+
+def test_sync_mode_timeout_says_5004_and_the_prediction_goes_on(impatient_server: LiveServer) -> None:
+    key = create_key(impatient_server.data_dir)
+    client = wavespeed.Client(api_key=key, base_url=impatient_server.url, max_connection_retries=0)
     outcome = client.run_no_throw(
         MODEL,
-        {"prompt": "slow [sandbox:delay=10]", "image": png_base64(), "aspect_ratio": "1:1"},
+        {"prompt": "slow [sandbox:delay=2]", "image": png_base64(), "aspect_ratio": "1:1"},
         enable_sync_mode=True,
     )
     assert outcome["status"] == "processing"

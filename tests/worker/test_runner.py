@@ -1,9 +1,11 @@
-"""The worker loop with real storage and encoding, and backends named by how they behave."""
+"""The worker loop with real storage and encoding, and backends named by how they behave,
+in both deployments: SQLite with the table dispatcher, PostgreSQL with procrastinate."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,9 @@ from reel.backends.sandbox import SandboxBackend
 from reel.predictions.keys import Principal
 from reel.wiring import Services
 from reel.worker.runner import Worker
-from support.factories import load, services_for
+from support.factories import load
 from support.media import png_base64
+from support.modes import RUNNER_MODES, services_in_mode
 
 MODEL = "runwayml/gen4-turbo"
 
@@ -71,9 +74,10 @@ class SlowStepsBackend:
             sink.write(np.zeros((request.height, request.width, 3), np.uint8))
 
 
-@pytest.fixture
-def services(data_dir: Path) -> Services:
-    return services_for(data_dir, lease_s=0.4, public_url="http://reel.test")
+@pytest.fixture(params=RUNNER_MODES)
+def services(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[Services]:
+    with services_in_mode(request, data_dir, lease_s=0.4, public_url="http://reel.test") as built:
+        yield built
 
 
 @pytest.fixture
@@ -143,3 +147,20 @@ def test_shutdown_hands_the_prediction_back(services: Services, owner: Principal
     runner.join(10)
     row = load(services, prediction_id)
     assert (row.status, row.attempts) == ("created", 0)
+
+
+def test_an_idle_worker_takes_new_work_and_stops_on_shutdown(services: Services, owner: Principal) -> None:
+    worker = Worker(services, {MODEL: SandboxBackend()}, "w1")
+    loop = threading.Thread(target=worker.run_forever)
+    loop.start()
+    try:
+        time.sleep(0.5)  # idle: waiting for work
+        prediction_id = _submit(services, owner)
+        deadline = time.monotonic() + 60
+        while load(services, prediction_id).status != "completed" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert load(services, prediction_id).status == "completed"
+    finally:
+        worker.shutting_down.set()
+        loop.join(15)
+    assert not loop.is_alive()

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from reel import __version__
 from reel.api.body_limit import BodyLimitMiddleware
 from reel.api.errors import install_error_handlers
-from reel.api.routes import media, predictions, system
+from reel.api.routes import media, predictions, runway, system, web
 from reel.wiring import Services
 
 # JSON envelopes with a base64 image are bigger than the image itself (4/3) plus fields.
@@ -45,7 +45,7 @@ def create_app(services: Services, *, companion: Companion | None = None) -> Fas
     app = FastAPI(
         title="Reel",
         version=__version__,
-        description="Self-hosted image-to-video generation speaking WaveSpeedAI's v3 API.",
+        description="Self-hosted image-to-video generation speaking WaveSpeedAI's v3 and Runway's /v1 APIs.",
         lifespan=lifespan,
     )
     app.state.services = services
@@ -58,6 +58,9 @@ def create_app(services: Services, *, companion: Companion | None = None) -> Fas
     app.include_router(system.router)
     app.include_router(media.router)
     app.include_router(predictions.router)
+    app.include_router(web.router)
+    app.include_router(runway.router)
+    app.include_router(runway.upload_router)
     # Last: model ids contain slashes, so the submit route catches every other POST /api/v3/...
     app.include_router(predictions.submit_router)
     return app

@@ -6,6 +6,8 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from reel.api.runway_view import is_runway_path
+
 
 class BodyTooLarge(Exception):
     pass
@@ -29,7 +31,7 @@ class BodyLimitMiddleware:
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(send)
+                await self._reject(scope, send)
                 return
         received = 0
         started = False
@@ -53,12 +55,16 @@ class BodyLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(scope, send)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {"code": 413, "message": f"body: larger than the {self.max_bytes}-byte limit", "data": None}
-        ).encode()
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        message = f"body: larger than the {self.max_bytes}-byte limit"
+        # Each dialect's own error shape (see reel.api.errors); this reply is built before routing.
+        if is_runway_path(scope.get("path", "")):
+            payload: dict[str, object] = {"error": message}
+        else:
+            payload = {"code": 413, "message": message, "data": None}
+        body = json.dumps(payload).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -1,7 +1,8 @@
 """The only place that maps errors to HTTP status codes.
 
-Every error leaves in the API's envelope; a bug becomes a logged 500 with a generic
-message, never a traceback in the response.
+Every error leaves in its API's shape: WaveSpeed's envelope, or Runway's ``{"error": ...}``
+for requests under ``/v1``. A bug becomes a logged 500 with a generic message, never a
+traceback in the response.
 """
 
 from __future__ import annotations
@@ -14,16 +15,29 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from reel.api.envelope import failure
-from reel.errors import Conflict, InvalidInput, NotFound, ReelError, TooLarge, Unauthorized
+from reel.api.runway_view import is_runway_path, runway_error
+from reel.errors import (
+    Conflict,
+    IdempotencyMismatch,
+    InvalidInput,
+    NotFound,
+    ReelError,
+    StorageUnavailable,
+    TooLarge,
+    Unauthorized,
+)
 
 log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: list[tuple[type[ReelError], int]] = [
     (TooLarge, 413),
+    # 422, not Stripe's 400/409: the Runway SDKs retry 409, and a retry cannot fix a reused key.
+    (IdempotencyMismatch, 422),
     (InvalidInput, 400),
     (Unauthorized, 401),
     (NotFound, 404),
     (Conflict, 409),
+    (StorageUnavailable, 503),
 ]
 
 
@@ -42,25 +56,34 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def error_response(
+    request: Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An error in the shape of the API the request was made to."""
+    if is_runway_path(request.url.path):
+        return runway_error(status, message, headers)
+    return failure(status, message, headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ReelError)
-    async def reel_error(_request: Request, exc: ReelError) -> JSONResponse:
+    async def reel_error(request: Request, exc: ReelError) -> JSONResponse:
         status = status_for(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return failure(status, exc.message, headers)
+        return error_response(request, status, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return failure(400, _validation_message(exc))
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(request, 400, _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "error"
         if exc.status_code == 404 and message == "Not Found":
             message = "no such endpoint"
-        return failure(exc.status_code, message, dict(exc.headers) if exc.headers else None)
+        return error_response(request, exc.status_code, message, dict(exc.headers) if exc.headers else None)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return failure(500, "internal server error; the server log has the details")
+        return error_response(request, 500, "internal server error; the server log has the details")

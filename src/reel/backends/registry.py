@@ -1,11 +1,71 @@
-"""Which model ids Reel serves, what each accepts, and which backend generates it."""
+"""Which model ids Reel serves, what each accepts, and which backend generates it.
+
+The models come from a TOML registry file: ``models.toml`` next to this module, or the file
+named by ``REEL_MODELS_FILE``. docs/models.md documents its format. Each entry maps an API
+model id to a diffusers model family, its weights (a Hugging Face repo id or a local
+directory), its defaults and its API parameters.
+
+Which backend serves an id (``build_backends``):
+
+* ``--sandbox`` / ``REEL_SANDBOX``: the CPU sandbox for every id;
+* otherwise the diffusers backend where models can run (``REEL_DEVICE``, see
+  ``reel.backends.diffusers.device``: a CUDA GPU with torch installed, or ``cpu`` for tiny test
+  models), and the sandbox for every id where they cannot, with the reason in the log.
+"""
 
 from __future__ import annotations
 
+import logging
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
 
 from reel.backends.base import Backend
+from reel.backends.diffusers.config import ConfigError, DiffusersConfig, parse_diffusers_config
 from reel.backends.sandbox import SandboxBackend
+
+log = logging.getLogger(__name__)
+
+BUNDLED_REGISTRY = Path(__file__).with_name("models.toml")
+API_PARAMS = ("duration", "seed", "negative_prompt", "num_inference_steps", "guidance_scale")
+"""Optional submit fields a model may accept besides prompt, image and aspect_ratio."""
+DEFAULT_RANGES: dict[str, tuple[float, float]] = {
+    "num_inference_steps": (1, 100),
+    "guidance_scale": (1.0, 20.0),
+}
+_MODEL_KEYS = {
+    "title",
+    "family",
+    "like",
+    "fps",
+    "durations",
+    "default_duration",
+    "params",
+    "ranges",
+}
+_ENGINE_KEYS = {
+    "weights",
+    "revision",
+    "sizes",
+    "max_frames",
+    "num_inference_steps",
+    "guidance_scale",
+    "guidance_scale_2",
+    "flow_shift",
+    "negative_prompt",
+    "call",
+    "dtype",
+    "vae_dtype",
+    "memory",
+    "working_gib",
+    "compile",
+    "attention_backend",
+    "allow_tf32",
+    "text_cache_size",
+}
 
 
 @dataclass(frozen=True)
@@ -17,24 +77,141 @@ class ModelSpec:
     fps: int = 24
     params: frozenset[str] = field(default_factory=frozenset)
     """Optional model-specific fields accepted besides prompt, image and aspect_ratio."""
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """Inclusive bounds of the numeric parameters (num_inference_steps, guidance_scale)."""
+    diffusers: DiffusersConfig | None = None
+    """How the diffusers backend runs this id; None for sandbox-only ids."""
 
 
-MODELS: dict[str, ModelSpec] = {
-    spec.id: spec
-    for spec in (
-        ModelSpec(
-            id="runwayml/gen4-turbo",
-            title="Gen-4 Turbo compatible image-to-video",
-            params=frozenset({"duration", "seed"}),
-        ),
-        ModelSpec(
-            id="wavespeed-ai/wan-2.2/i2v-720p",
-            title="Wan 2.2 image-to-video, 720p",
-            durations=(5, 8),
-            params=frozenset({"duration", "seed", "negative_prompt"}),
-        ),
+def load_registry(path: Path) -> dict[str, ModelSpec]:
+    """Parse a registry file. Raises ConfigError naming the file, model and key on any mistake."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"model registry {path}: cannot read it: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"model registry {path}: not valid TOML: {exc}") from exc
+    unknown_top = set(document) - {"defaults", "models"}
+    if unknown_top:
+        raise ConfigError(f"model registry {path}: unknown top-level keys {sorted(unknown_top)}")
+    defaults = document.get("defaults", {})
+    bad_defaults = set(defaults) - _ENGINE_KEYS
+    if bad_defaults:
+        raise ConfigError(f"model registry {path}: [defaults] cannot set {sorted(bad_defaults)}")
+    tables: dict[str, dict[str, Any]] = document.get("models", {})
+    if not tables:
+        raise ConfigError(f'model registry {path}: no [models."ID"] tables')
+    specs = {}
+    for model_id in tables:
+        where = f"model registry {path}, model {model_id!r}"
+        table = {**defaults, **_resolve_like(path, tables, model_id)}
+        specs[model_id] = _parse_model(where, model_id, table, path.parent)
+    return specs
+
+
+def _resolve_like(path: Path, tables: dict[str, dict[str, Any]], model_id: str) -> dict[str, Any]:
+    """The model's table with ``like = "OTHER"`` expanded: OTHER's keys, then this one's."""
+    chain = [model_id]
+    table = dict(tables[model_id])
+    while "like" in table:
+        other = table.pop("like")
+        if other not in tables:
+            raise ConfigError(f"model registry {path}, model {chain[-1]!r}: like {other!r} is not a model")
+        if other in chain:
+            raise ConfigError(
+                f"model registry {path}, model {model_id!r}: 'like' loops through {' -> '.join([*chain, other])}"
+            )
+        chain.append(other)
+        table = {**tables[other], **table}
+    return table
+
+
+def _parse_model(where: str, model_id: str, table: dict[str, Any], base_dir: Path) -> ModelSpec:
+    unknown = set(table) - _MODEL_KEYS - _ENGINE_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    title = table.get("title")
+    if not isinstance(title, str) or not title:
+        raise ConfigError(f"{where}: title is required")
+    durations = table.get("durations", [5, 10])
+    if not durations or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in durations):
+        raise ConfigError(f"{where}: durations must be a list of positive whole seconds")
+    default_duration = table.get("default_duration", durations[0])
+    if default_duration not in durations:
+        raise ConfigError(f"{where}: default_duration {default_duration} is not one of durations")
+    fps = table.get("fps", 24)
+    if not isinstance(fps, int) or isinstance(fps, bool) or not 1 <= fps <= 120:
+        raise ConfigError(f"{where}: fps must be a whole number from 1 to 120")
+    params = table.get("params", ["duration", "seed"])
+    bad = [p for p in params if p not in API_PARAMS]
+    if bad:
+        raise ConfigError(f"{where}: params {bad} unknown; a model may accept {', '.join(API_PARAMS)}")
+    ranges = dict(DEFAULT_RANGES)
+    for name, bounds in table.get("ranges", {}).items():
+        if name not in DEFAULT_RANGES:
+            raise ConfigError(f"{where}: ranges.{name}: only {', '.join(DEFAULT_RANGES)} have ranges")
+        if (
+            not isinstance(bounds, list)
+            or len(bounds) != 2
+            or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
+            or bounds[0] > bounds[1]
+        ):
+            raise ConfigError(f"{where}: ranges.{name} must be [low, high]")
+        ranges[name] = (bounds[0], bounds[1])
+    family = table.get("family", "sandbox")
+    engine = None
+    if family != "sandbox":
+        engine = parse_diffusers_config(where, table)
+        engine = _with_local_weights(engine, base_dir)
+    return ModelSpec(
+        id=model_id,
+        title=title,
+        durations=tuple(durations),
+        default_duration=default_duration,
+        fps=fps,
+        params=frozenset(params),
+        ranges={name: ranges[name] for name in DEFAULT_RANGES if name in params},
+        diffusers=engine,
     )
-}
+
+
+def _with_local_weights(engine: DiffusersConfig, base_dir: Path) -> DiffusersConfig:
+    """Relative local paths (``./x``, ``../x``) are relative to the registry file's folder."""
+    from dataclasses import replace
+
+    weights = engine.weights
+    if weights.startswith(("./", "../")):
+        return replace(engine, weights=str((base_dir / weights).resolve()))
+    if weights.startswith("~"):
+        return replace(engine, weights=str(Path(weights).expanduser()))
+    return engine
+
+
+def registry_path() -> Path:
+    from reel.settings import Settings
+
+    return Settings(**{}).models_file or BUNDLED_REGISTRY
+
+
+@cache
+def _models() -> dict[str, ModelSpec]:
+    return load_registry(registry_path())
+
+
+class _Models(Mapping[str, ModelSpec]):
+    """The registry, read on first use (so a bad file fails with its message, not at import)."""
+
+    def __getitem__(self, model_id: str) -> ModelSpec:
+        return _models()[model_id]
+
+    def __iter__(self) -> Any:
+        return iter(_models())
+
+    def __len__(self) -> int:
+        return len(_models())
+
+
+MODELS: Mapping[str, ModelSpec] = _Models()
 
 
 def get_spec(model_id: str) -> ModelSpec | None:
@@ -42,11 +219,26 @@ def get_spec(model_id: str) -> ModelSpec | None:
 
 
 def build_backends(*, sandbox: bool) -> dict[str, Backend]:
-    """One backend per served model id.
-
-    Real diffusers backends arrive with the model registry file (issue 3); until then every
-    id is served by the sandbox, whatever ``sandbox`` says, and start-up logs say so.
-    """
-    del sandbox  # every model is sandboxed for now
+    """One backend per served model id (see the module docstring for the choice)."""
     shared = SandboxBackend()
-    return {model_id: shared for model_id in MODELS}
+    if sandbox:
+        return {model_id: shared for model_id in MODELS}
+    from reel.backends.diffusers.device import choose_device
+    from reel.settings import Settings
+
+    choice = choose_device(Settings(**{}).device)
+    if choice.device is None:
+        log.warning(
+            "NO MODEL RUNTIME: %s. Every model id falls back to the CPU sandbox (not AI generation).",
+            choice.reason,
+        )
+        return {model_id: shared for model_id in MODELS}
+    from reel.backends.diffusers.backend import DiffusersBackend
+    from reel.backends.diffusers.runtime import DiffusersRuntime
+
+    runtime = DiffusersRuntime(choice.device)
+    log.info("diffusers models run on %s (%s)", choice.device, choice.reason)
+    backends: dict[str, Backend] = {}
+    for model_id, spec in MODELS.items():
+        backends[model_id] = DiffusersBackend(spec, runtime) if spec.diffusers is not None else shared
+    return backends

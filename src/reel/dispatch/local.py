@@ -15,20 +15,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Collection
+import threading
+from collections.abc import Collection
 from datetime import timedelta
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from reel.dispatch.base import Claim
+from reel.dispatch.base import Claim, FailedHook, give_up
 from reel.predictions.clock import utcnow
 from reel.predictions.states import Status
 from reel.store.tables import Prediction
 
 log = logging.getLogger(__name__)
-
-FailedHook = Callable[[Session, Prediction], None]
 
 
 def make_worker_id() -> str:
@@ -57,15 +56,21 @@ class TableDispatcher:
         lease_s: float,
         max_attempts: int,
         on_failed: FailedHook | None = None,
+        poll_interval_s: float = 0.2,
     ) -> None:
         self._sessions = sessions
         self._lease = timedelta(seconds=lease_s)
         self._max_attempts = max_attempts
         self._on_failed = on_failed
+        self._poll_interval_s = poll_interval_s
 
     def submitted(self, session: Session, prediction_id: str, model: str) -> None:
         # The inserted row is the queue entry; nothing else to record.
         del session, prediction_id, model
+
+    def cancelled(self, prediction_ids: Collection[str]) -> None:
+        # The row's status is what the worker's heartbeat reads; nothing else to tell.
+        del prediction_ids
 
     def claim(self, worker_id: str, models: Collection[str]) -> Claim | None:
         with self._sessions.begin() as session:
@@ -85,7 +90,7 @@ class TableDispatcher:
                 query = query.with_for_update(skip_locked=True)
             while (row := session.scalars(query).first()) is not None:
                 if row.status == Status.PROCESSING and row.attempts >= self._max_attempts:
-                    self._give_up(session, row)
+                    give_up(session, row, self._on_failed)
                     continue
                 if row.status == Status.PROCESSING:
                     log.warning(
@@ -102,19 +107,6 @@ class TableDispatcher:
                 row.started_at = now
                 return Claim(row.id, row.model, worker_id, row.attempts)
         return None
-
-    def _give_up(self, session: Session, row: Prediction) -> None:
-        row.status = Status.FAILED
-        row.error = (
-            f"the worker running this prediction stopped {row.attempts} times "
-            f"(last: {row.worker_id}); not retrying"
-        )
-        row.finished_at = utcnow()
-        row.lease_expires_at = None
-        log.error("prediction %s failed: %s", row.id, row.error)
-        if self._on_failed is not None:
-            self._on_failed(session, row)
-        session.flush()
 
     def _expire_dead_local_workers(self, session: Session) -> None:
         held = session.execute(
@@ -165,3 +157,15 @@ class TableDispatcher:
                     attempts=Prediction.attempts - 1,
                 )
             )
+
+    def finished(self, claim: Claim) -> None:
+        # The fenced write that ended the prediction also ended the lease.
+        del claim
+
+    def wait_for_work(self, models: Collection[str], stop: threading.Event) -> None:
+        # SQLite has no notifications: poll. A claim is one indexed query.
+        del models
+        stop.wait(self._poll_interval_s)
+
+    def leave(self, worker_id: str) -> None:
+        del worker_id

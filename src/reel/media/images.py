@@ -49,6 +49,10 @@ OUTPUT_SIZES: dict[str, tuple[int, int]] = {
     "3:4": (832, 1104),
     "1:1": (960, 960),
 }
+RUNWAY_ONLY_SIZES: dict[str, tuple[int, int]] = {"21:9": (1584, 672)}
+"""Runway's ``1584:672``: offered by the ``/v1`` dialect only, so not a WaveSpeed ``aspect_ratio``."""
+RENDER_SIZES: dict[str, tuple[int, int]] = {**OUTPUT_SIZES, **RUNWAY_ONLY_SIZES}
+"""Every size a prediction may be rendered at, by ratio name."""
 # The multiplication sign for size messages, escaped because ruff flags the literal as ambiguous.
 _TIMES = "\u00d7"
 _RATIOS: dict[str, float] = {"16:9": 16 / 9, "4:3": 4 / 3, "1:1": 1.0, "3:4": 3 / 4, "9:16": 9 / 16}

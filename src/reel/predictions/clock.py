@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from datetime import UTC, datetime
 
 
@@ -16,8 +17,9 @@ def iso_ms(moment: datetime) -> str:
 
 
 def new_prediction_id() -> str:
-    """32 hex characters from 128 random bits: opaque and unguessable."""
-    return secrets.token_hex(16)
+    """A random UUID (122 random bits) as 32 hex characters: opaque and unguessable, and a valid
+    UUID v4 when Runway's dialect shows it with dashes."""
+    return uuid.uuid4().hex
 
 
 def new_file_id() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import mimetypes
 import re
 import secrets
 from dataclasses import dataclass
@@ -86,8 +87,34 @@ class FileService:
             session.add(row)
         return UploadTicket(file=row, token=token)
 
+    def create_open_ticket(self, owner: Principal, filename: object) -> UploadTicket:
+        """A ticket for an upload whose size is not declared up front (Runway's ephemeral
+        uploads): the bytes are capped at the upload limit when they arrive."""
+        if not isinstance(filename, str) or not filename.strip():
+            raise InvalidInput("filename", "is required")
+        token = secrets.token_urlsafe(32)
+        name = safe_filename(filename)
+        file_id = new_file_id()
+        row = StoredFile(
+            id=file_id,
+            key_id=owner.key_id,
+            kind="upload",
+            blob_key=f"uploads/{file_id}/{name}",
+            filename=name,
+            content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+            size=0,
+            declared_size=None,
+            upload_token_hash=hashlib.sha256(token.encode()).hexdigest(),
+            complete=False,
+            created_at=utcnow(),
+        )
+        with self._sessions.begin() as session:
+            session.add(row)
+        return UploadTicket(file=row, token=token)
+
     def pending_upload_size(self, file_id: str, token: str) -> int:
-        """The declared size of an upload awaiting its bytes, if ``token`` opens it."""
+        """The most bytes an upload awaiting them may have, if ``token`` opens it: its
+        declared size, or the upload limit when none was declared."""
         with self._sessions() as session:
             row = session.get(StoredFile, file_id)
             if row is None or row.complete or row.upload_token_hash is None:
@@ -95,8 +122,7 @@ class FileService:
             presented = hashlib.sha256(token.encode()).hexdigest()
             if not hmac.compare_digest(row.upload_token_hash, presented):
                 raise NotFound("no pending upload at this URL (it may have been used already)")
-            assert row.declared_size is not None
-            return row.declared_size
+            return row.declared_size if row.declared_size is not None else self.max_upload_bytes
 
     def complete_upload(self, file_id: str, token: str, received: Path) -> StoredFile:
         declared = self.pending_upload_size(file_id, token)
@@ -146,10 +172,10 @@ class FileService:
             )
             return ServedFile(row.blob_key, row.filename, content_type, row.size)
 
-    def read_owned_upload(self, owner: Principal, file_id: str) -> bytes:
+    def read_owned_upload(self, owner: Principal, file_id: str, *, field: str = "image") -> bytes:
         with self._sessions() as session:
             row = session.get(StoredFile, file_id)
             if row is None or not row.complete or row.key_id != owner.key_id:
-                raise InvalidInput("image", "the download_url does not name an upload made with this key")
+                raise InvalidInput(field, "does not name a finished upload made with this key")
             blob_key = row.blob_key
         return self._blobs.read_bytes(blob_key)

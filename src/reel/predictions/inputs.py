@@ -27,6 +27,8 @@ class SubmitInput:
     negative_prompt: str | None
     enable_sync_mode: bool
     enable_base64_output: bool
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
 
 
 def _bool_field(body: dict[str, Any], name: str) -> bool:
@@ -92,6 +94,9 @@ def parse_submit(spec: ModelSpec, body: Any) -> SubmitInput:
     if "negative_prompt" in spec.params:
         negative_prompt = _optional_str(body, "negative_prompt")
 
+    num_inference_steps = _ranged_number(spec, body, "num_inference_steps", integer=True)
+    guidance_scale = _ranged_number(spec, body, "guidance_scale", integer=False)
+
     return SubmitInput(
         prompt=prompt,
         image=image.strip(),
@@ -101,7 +106,22 @@ def parse_submit(spec: ModelSpec, body: Any) -> SubmitInput:
         negative_prompt=negative_prompt,
         enable_sync_mode=_bool_field(body, "enable_sync_mode"),
         enable_base64_output=_bool_field(body, "enable_base64_output"),
+        num_inference_steps=None if num_inference_steps is None else int(num_inference_steps),
+        guidance_scale=guidance_scale,
     )
+
+
+def _ranged_number(spec: ModelSpec, body: dict[str, Any], name: str, *, integer: bool) -> float | None:
+    """An optional numeric parameter the model accepts, within the model's range (spec.ranges)."""
+    if name not in spec.params or body.get(name) is None:
+        return None
+    raw = body[name]
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or (integer and int(raw) != raw):
+        raise InvalidInput(name, "must be a whole number" if integer else "must be a number")
+    low, high = spec.ranges.get(name, (-float("inf"), float("inf")))
+    if not low <= raw <= high:
+        raise InvalidInput(name, f"must be between {low:g} and {high:g} for {spec.id}, got {raw:g}")
+    return float(raw)
 
 
 def recorded_input(body: dict[str, Any]) -> dict[str, Any]:

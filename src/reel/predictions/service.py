@@ -7,21 +7,24 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from reel.backends.registry import get_spec
+from reel.backends.registry import ModelSpec, get_spec
 from reel.dispatch.base import Dispatcher
-from reel.errors import Conflict, InvalidInput, NotFound
+from reel.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
 from reel.media.fetch import BlockedAddress, FetchError, validate_public_url
-from reel.media.images import OUTPUT_SIZES, closest_aspect_ratio
+from reel.media.images import RENDER_SIZES, closest_aspect_ratio
 from reel.predictions.clock import new_prediction_id, utcnow
+from reel.predictions.idempotency import IdempotencyStore, IdempotentRequest
 from reel.predictions.image_source import ImageSource
-from reel.predictions.inputs import parse_submit, recorded_input
+from reel.predictions.inputs import SubmitInput, parse_submit, recorded_input
 from reel.predictions.keys import Principal
 from reel.predictions.states import ACTIVE, TERMINAL, Status
 from reel.storage.base import BlobStore
@@ -34,6 +37,21 @@ log = logging.getLogger(__name__)
 class Submission:
     prediction: Prediction
     sync: bool
+    replayed: bool = False
+    """True when an Idempotency-Key matched: ``prediction`` is the one created earlier."""
+
+
+@dataclass(frozen=True)
+class SubmitDialect:
+    """How one API spells a submit body: its validation, what of it is stored, its image field."""
+
+    name: str
+    parse: Callable[[ModelSpec, Any], SubmitInput]
+    record: Callable[[dict[str, Any]], dict[str, Any]]
+    image_field: str = "image"
+
+
+WAVESPEED = SubmitDialect("wavespeed", parse_submit, recorded_input)
 
 
 @dataclass(frozen=True)
@@ -70,12 +88,27 @@ class PredictionService:
         self._dispatcher = dispatcher
         self._images = images
         self._allow_private_urls = allow_private_urls
+        self._idempotency = IdempotencyStore(sessions)
 
-    def submit(self, owner: Principal, model: str, body: Any, webhook: str | None) -> Submission:
+    def submit(
+        self,
+        owner: Principal,
+        model: str,
+        body: Any,
+        webhook: str | None,
+        *,
+        idempotency_key: str | None = None,
+        dialect: SubmitDialect = WAVESPEED,
+    ) -> Submission:
         spec = get_spec(model)
         if spec is None:
             raise NotFound(f"model {model!r} is not served here; GET /api/v3/models lists those that are")
-        parsed = parse_submit(spec, body)
+        parsed = dialect.parse(spec, body)
+        idempotent = None
+        if idempotency_key is not None:
+            idempotent = IdempotentRequest.of(owner, idempotency_key, dialect.name, model, body, webhook)
+            if (earlier := self._idempotency.find(idempotent)) is not None:
+                return Submission(self.get(owner, earlier), parsed.enable_sync_mode, replayed=True)
         if webhook is not None:
             if parsed.enable_base64_output:
                 raise InvalidInput(
@@ -83,9 +116,9 @@ class PredictionService:
                 )
             self._check_webhook(webhook)
 
-        image = self._images.load(owner, parsed.image)
+        image = self._images.load(owner, parsed.image, field=dialect.image_field)
         aspect_ratio = parsed.aspect_ratio or closest_aspect_ratio(image.width, image.height)
-        width, height = OUTPUT_SIZES[aspect_ratio]
+        width, height = RENDER_SIZES[aspect_ratio]
         prediction_id = new_prediction_id()
         input_blob = f"inputs/{prediction_id}.png"
         png = io.BytesIO()
@@ -97,7 +130,7 @@ class PredictionService:
             key_id=owner.key_id,
             model=model,
             status=Status.CREATED,
-            input=recorded_input(body),
+            input=dialect.record(body),
             params={
                 "prompt": parsed.prompt,
                 "aspect_ratio": aspect_ratio,
@@ -108,6 +141,8 @@ class PredictionService:
                 "num_frames": parsed.duration * spec.fps,
                 "seed": parsed.seed,
                 "negative_prompt": parsed.negative_prompt,
+                "num_inference_steps": parsed.num_inference_steps,
+                "guidance_scale": parsed.guidance_scale,
             },
             input_blob=input_blob,
             outputs=[],
@@ -121,9 +156,21 @@ class PredictionService:
             created_at=utcnow(),
             attempts=0,
         )
-        with self._sessions.begin() as session:
-            session.add(row)
-            self._dispatcher.submitted(session, prediction_id, model)
+        try:
+            with self._sessions.begin() as session:
+                session.add(row)
+                if idempotent is not None:
+                    self._idempotency.remember(session, idempotent, prediction_id)
+                self._dispatcher.submitted(session, prediction_id, model)
+        except IntegrityError:
+            # A concurrent duplicate recorded the same Idempotency-Key first: answer with its prediction.
+            try:
+                self._blobs.delete(input_blob)
+            except StorageUnavailable as exc:
+                log.error("a duplicate submit left blob %s behind: %s", input_blob, exc.message)
+            if idempotent is None or (earlier := self._idempotency.find(idempotent)) is None:
+                raise
+            return Submission(self.get(owner, earlier), parsed.enable_sync_mode, replayed=True)
         log.info(
             "prediction %s created: model=%s %s %dx%d", prediction_id, model, aspect_ratio, width, height
         )
@@ -179,6 +226,9 @@ class PredictionService:
             if row.status in TERMINAL:
                 raise Conflict(f"prediction {prediction_id} already ended as {row.status}")
             self._mark_cancelled(row)
+        # After the commit, not inside it: aborting takes the queue job's lock, and a worker
+        # fetching that job locks the job before the row (see reel.dispatch.procrastinate).
+        self._dispatcher.cancelled([prediction_id])
         log.info("prediction %s cancelled", prediction_id)
         return row
 
@@ -204,6 +254,13 @@ class PredictionService:
             found = [row.id for row in rows]
             if found:
                 session.execute(delete(StoredFile).where(StoredFile.prediction_id.in_(found)))
+        if found:
+            self._dispatcher.cancelled(found)
         for key in blob_keys:
-            self._blobs.delete(key)
+            try:
+                self._blobs.delete(key)
+            except StorageUnavailable as exc:
+                # The predictions are already gone; answering 503 would invite a retry that
+                # finds nothing. The orphaned object is logged for the operator to remove.
+                log.error("deleted prediction left blob %s behind: %s", key, exc.message)
         return len(rows)

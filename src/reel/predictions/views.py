@@ -13,7 +13,18 @@ OUTPUT_FILENAME = "output.mp4"
 
 
 def output_url(public_base: str, file_id: str) -> str:
+    """The output's URL on this server's ``/files`` route (it works in every storage mode)."""
     return f"{public_base}/files/{file_id}/{OUTPUT_FILENAME}"
+
+
+def output_urls(row: Prediction, public_base: str, blobs: BlobStore) -> list[str]:
+    """The URLs a completed prediction hands out: presigned storage URLs when the store makes
+    them (``REEL_FILE_URLS=presigned``), otherwise this server's ``/files`` route."""
+    urls = []
+    for file_id, key in zip(row.output_file_ids, row.outputs, strict=True):
+        direct = blobs.direct_url(key, filename=OUTPUT_FILENAME, content_type="video/mp4")
+        urls.append(direct or output_url(public_base, file_id))
+    return urls
 
 
 def prediction_object(row: Prediction, public_base: str, blobs: BlobStore) -> dict[str, Any]:
@@ -21,7 +32,7 @@ def prediction_object(row: Prediction, public_base: str, blobs: BlobStore) -> di
         if row.base64_output:
             outputs = [base64.b64encode(blobs.read_bytes(key)).decode() for key in row.outputs]
         else:
-            outputs = [output_url(public_base, file_id) for file_id in row.output_file_ids]
+            outputs = output_urls(row, public_base, blobs)
     else:
         outputs = []
     return {

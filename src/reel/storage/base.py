@@ -1,4 +1,10 @@
-"""The narrow interface for blobs (uploads, input images, outputs)."""
+"""The narrow interface for blobs (uploads, input images, outputs).
+
+Two implementations: ``LocalBlobStore`` (a directory, the default) and ``S3BlobStore`` (an
+S3-compatible bucket). Keys are relative paths made by Reel (``uploads/ID/name``,
+``outputs/ID.mp4``); a missing key raises ``FileNotFoundError`` in both, and a store that
+cannot be reached raises ``reel.errors.StorageUnavailable``.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,12 @@ class BlobStore(Protocol):
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
     def put_file(self, key: str, source: Path) -> None:
-        """Move or copy a finished local file into the store under ``key``."""
+        """Store a finished local file under ``key``; ``source`` is gone afterwards."""
         ...
 
-    def open(self, key: str) -> BinaryIO: ...
+    def open(self, key: str, byte_range: tuple[int, int] | None = None) -> BinaryIO:
+        """A stream of the blob, or of bytes ``first..last`` (inclusive) of it. Close it."""
+        ...
 
     def read_bytes(self, key: str) -> bytes: ...
 
@@ -21,11 +29,18 @@ class BlobStore(Protocol):
         """A filesystem path for ``key`` when the store is local (lets the server stream it)."""
         ...
 
+    def direct_url(self, key: str, *, filename: str, content_type: str) -> str | None:
+        """A URL that clients may fetch the blob from without going through Reel (a presigned
+        S3 GET URL that expires as configured), or None: Reel's ``/files`` route serves it."""
+        ...
+
     def size(self, key: str) -> int: ...
 
     def exists(self, key: str) -> bool: ...
 
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing a key that does not exist is not an error."""
+        ...
 
     def scratch_dir(self) -> Path:
         """A local directory for files being produced (on the same filesystem when local)."""

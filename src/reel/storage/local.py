@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 
 class LocalBlobStore:
@@ -35,14 +36,22 @@ class LocalBlobStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(source), path)
 
-    def open(self, key: str) -> BinaryIO:
-        return open(self._path(key), "rb")
+    def open(self, key: str, byte_range: tuple[int, int] | None = None) -> BinaryIO:
+        stream = open(self._path(key), "rb")  # noqa: SIM115 - the caller closes it
+        if byte_range is None:
+            return stream
+        first, last = byte_range
+        stream.seek(first)
+        return cast(BinaryIO, io.BufferedReader(_Window(stream, last - first + 1)))
 
     def read_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
+
+    def direct_url(self, key: str, *, filename: str, content_type: str) -> str | None:
+        return None
 
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size
@@ -55,3 +64,26 @@ class LocalBlobStore:
 
     def scratch_dir(self) -> Path:
         return self.root / ".scratch"
+
+
+class _Window(io.RawIOBase):
+    """At most ``length`` bytes of ``stream`` from its current position."""
+
+    def __init__(self, stream: BinaryIO, length: int) -> None:
+        self._stream = stream
+        self._left = max(0, length)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._left <= 0:
+            return 0
+        data = self._stream.read(min(len(buffer), self._left))
+        buffer[: len(data)] = data
+        self._left -= len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()

@@ -1,8 +1,14 @@
-"""Engine, sessions and migrations.
+"""Engine, sessions and migrations, for SQLite and PostgreSQL.
 
 SQLite (the default) runs in WAL mode so the API process and the worker process read while
-the other writes; ``busy_timeout`` makes writers wait for each other instead of failing.
-Any other SQLAlchemy URL (PostgreSQL) goes through the same models and migrations.
+the other writes; ``busy_timeout`` makes writers wait for each other instead of failing, and
+every transaction starts with ``BEGIN IMMEDIATE``.
+
+PostgreSQL (``postgresql+psycopg://``) goes through the same models and migrations. Pooled
+connections are pinged before use, so after a server restart the first request gets a fresh
+connection rather than a dead one; a request that still meets the outage raises
+:class:`reel.errors.DatabaseUnavailable` (a 503 for the API, a retry for workers).
+Migrations take an advisory lock, so several replicas starting at once apply them once.
 """
 
 from __future__ import annotations
@@ -16,10 +22,28 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from reel.errors import DatabaseUnavailable
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+MIGRATION_LOCK_KEY = 0x7265656C_6D696772  # "reelmigr": pg_advisory_lock key of migrations
+
+CONNECT_TIMEOUT_S = 10
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here (SQLAlchemy's default would be psycopg2)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
 
 
 def make_engine(url: str) -> Engine:
@@ -30,7 +54,30 @@ def make_engine(url: str) -> Engine:
         # claims; take control so every transaction starts with BEGIN IMMEDIATE when writing.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(
+        normalise_url(url),
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+    )
+    event.listen(engine, "handle_error", _unavailable_instead_of_disconnects)
+    return engine
+
+
+def _unavailable_instead_of_disconnects(context: ExceptionContext) -> BaseException | None:
+    """Turn "the server went away / is starting up" into :class:`DatabaseUnavailable`.
+
+    SQLAlchemy has already invalidated the dead connection by the time this runs, so the next
+    checkout connects afresh. The pool's own pre-ping is left alone: it recovers by itself.
+    """
+    if context.is_pre_ping:
+        return None
+    import psycopg
+
+    original = context.original_exception
+    if context.is_disconnect or isinstance(original, psycopg.OperationalError | psycopg.InterfaceError):
+        first_line = (str(original).strip().splitlines() or [type(original).__name__])[0]
+        return DatabaseUnavailable(f"database unavailable, try again shortly ({first_line})")
+    return None
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -48,11 +95,8 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def _migration_lock(url: str, data_dir: Path) -> Iterator[None]:
+def _sqlite_file_lock(data_dir: Path) -> Iterator[None]:
     """Serialise migrations of one SQLite file across processes started together."""
-    if not url.startswith("sqlite"):
-        yield
-        return
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(data_dir / ".migrate.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -63,12 +107,29 @@ def _migration_lock(url: str, data_dir: Path) -> Iterator[None]:
 
 
 def migrate(engine: Engine, data_dir: Path) -> None:
-    """Bring the schema to the newest Alembic revision."""
+    """Bring the schema to the newest Alembic revision (procrastinate's schema included, on
+    PostgreSQL). Safe to run from several processes at once."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with _migration_lock(str(engine.url), data_dir), engine.begin() as conn:
+    if is_postgres(engine):
+        # One transaction: PostgreSQL's DDL is transactional, and the advisory lock taken
+        # first makes a second replica wait here, then find the schema at head.
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        return
+    with _sqlite_file_lock(data_dir), engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The Alembic revision the database is at (None: never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
 
 
 def ping(engine: Engine) -> None:

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -66,6 +77,8 @@ class Prediction(Base):
     output_file_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     nsfw: Mapped[list[bool]] = mapped_column(JSON, default=list)
     error: Mapped[str] = mapped_column(Text, default="")
+    failure_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    """Why a failed prediction failed, as a ``reel.predictions.failures.FailureCode``; None: unknown."""
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     inference_ms: Mapped[int] = mapped_column(Integer, default=0)
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -78,6 +91,8 @@ class Prediction(Base):
     worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    """The procrastinate job carrying this prediction (PostgreSQL dispatch); None otherwise."""
 
     __table_args__ = (
         Index("ix_predictions_key_created", "key_id", "created_at"),
@@ -105,6 +120,19 @@ class StoredFile(Base):
     complete: Mapped[bool] = mapped_column(Boolean, default=False)
     prediction_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class IdempotencyRecord(Base):
+    """An ``Idempotency-Key`` a key sent on submit, and the prediction it created (24 h)."""
+
+    __tablename__ = "idempotency_keys"
+
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the canonical request (dialect, model, body, webhook)."""
+    prediction_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class WebhookDelivery(Base):

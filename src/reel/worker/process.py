@@ -1,4 +1,9 @@
-"""A worker process: the entry point behind ``reel worker`` and the one ``reel serve`` supervises."""
+"""A worker process: the entry point behind ``reel worker`` and the one ``reel serve`` supervises.
+
+A worker needs only the database and the blob store: run as many as there are GPUs, on any
+machine that reaches both. ``REEL_WORKER_MODELS`` (``reel worker --models``) limits it to
+some model ids, so that it only takes predictions for the models it has loaded.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import signal
 import threading
 from types import FrameType
 
+from reel.backends.base import Backend
 from reel.backends.registry import build_backends
 from reel.dispatch.local import make_worker_id
 from reel.logs import setup_logging
@@ -30,12 +36,30 @@ def _die_with_parent() -> None:
         log.warning("could not tie the worker's life to its parent (not Linux?)")
 
 
+def requested_models(settings: Settings) -> list[str]:
+    """The model ids ``REEL_WORKER_MODELS`` names (empty: all)."""
+    return [model.strip() for model in settings.worker_models.split(",") if model.strip()]
+
+
+def served_backends(settings: Settings) -> dict[str, Backend]:
+    backends = build_backends(sandbox=settings.sandbox)
+    wanted = requested_models(settings)
+    if not wanted:
+        return backends
+    unknown = [model for model in wanted if model not in backends]
+    if unknown:
+        raise ValueError(
+            f"--models: {', '.join(unknown)} not in the model registry; known: {', '.join(sorted(backends))}"
+        )
+    return {model: backends[model] for model in wanted}
+
+
 def run_worker_process(settings: Settings, *, child_of_server: bool = False) -> None:
     setup_logging()
     if child_of_server:
         _die_with_parent()
     services = build_services(settings, run_migrations=not child_of_server)
-    backends = build_backends(sandbox=settings.sandbox)
+    backends = served_backends(settings)
     worker_id = make_worker_id()
     worker = Worker(services, backends, worker_id)
     presence = Presence(services.sessions, worker_id, backends)
@@ -66,5 +90,9 @@ def run_worker_process(settings: Settings, *, child_of_server: bool = False) -> 
         stop.set()
         for thread in threads:
             thread.join(timeout=5)
-        presence.leave()
+        services.dispatcher.leave(worker_id)
+        try:
+            presence.leave()
+        except Exception as exc:  # the database may be down at shutdown; the row expires anyway
+            log.warning("worker %s: could not remove its presence row (%s)", worker_id, exc)
         log.info("worker %s stopped", worker_id)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from reel.api.blob_response import stream_blob
 from reel.api.deps import CurrentKey, ServicesDep
 from reel.api.envelope import success
 from reel.api.json_body import parse_as, read_json
@@ -23,6 +24,9 @@ router = APIRouter(tags=["media"])
 
 
 def download_url(settings: Settings, row: StoredFile) -> str:
+    # Always this server's /files route, even with REEL_FILE_URLS=presigned: the URL must be
+    # accepted as a prediction's ``image`` (read from storage by id, no HTTP round trip) and
+    # must not expire, and an uploaded file is only ever served with Reel's safety headers.
     return f"{settings.public_base}/files/{row.id}/{row.filename}"
 
 
@@ -98,7 +102,7 @@ async def upload_binary(request: Request, key: CurrentKey, services: ServicesDep
 
 
 @router.get("/files/{file_id}/{filename}", summary="An uploaded file or a generated video", tags=["files"])
-def serve_file(file_id: str, filename: str, services: ServicesDep) -> Response:
+def serve_file(file_id: str, filename: str, request: Request, services: ServicesDep) -> Response:
     served = services.files.served(file_id, filename)
     headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
     path = services.blobs.local_path(served.blob_key)
@@ -109,6 +113,12 @@ def serve_file(file_id: str, filename: str, services: ServicesDep) -> Response:
             filename=served.filename if served.content_type == "application/octet-stream" else None,
             headers=headers,
         )
-    return Response(
-        services.blobs.read_bytes(served.blob_key), media_type=served.content_type, headers=headers
+    return stream_blob(
+        services.blobs,
+        served.blob_key,
+        size=served.size,
+        content_type=served.content_type,
+        filename=served.filename,
+        headers=headers,
+        range_header=request.headers.get("range"),
     )

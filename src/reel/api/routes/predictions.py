@@ -16,6 +16,7 @@ from reel.api.deps import CurrentKey, ServicesDep
 from reel.api.envelope import success
 from reel.api.json_body import parse_as, read_json
 from reel.errors import NotFound
+from reel.predictions.idempotency import HEADER as IDEMPOTENCY_HEADER
 from reel.predictions.service import HistoryQuery
 from reel.predictions.states import TERMINAL, Status
 from reel.predictions.views import prediction_object
@@ -97,10 +98,17 @@ async def submit(
     model: str, request: Request, key: CurrentKey, services: ServicesDep, webhook: str | None = None
 ) -> JSONResponse:
     body = await read_json(request)
-    submission = await run_in_threadpool(services.predictions.submit, key, model, body, webhook)
+    submission = await run_in_threadpool(
+        services.predictions.submit,
+        key,
+        model,
+        body,
+        webhook,
+        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+    )
     row = submission.prediction
     if not submission.sync:
-        return success(_render(services, row))
+        return _replay_marked(success(_render(services, row)), submission.replayed)
     deadline = time.monotonic() + services.settings.sync_wait_s
     while row.status not in TERMINAL and time.monotonic() < deadline:
         await asyncio.sleep(SYNC_POLL_S)
@@ -113,4 +121,11 @@ async def submit(
             f"Sync mode timed out after {services.settings.sync_wait_s:g} s; the prediction is still "
             f"running: poll {data['urls']['get']}"
         )
-    return success(data)
+    return _replay_marked(success(data), submission.replayed)
+
+
+def _replay_marked(response: JSONResponse, replayed: bool) -> JSONResponse:
+    """Stripe's marker on an answer that an Idempotency-Key replayed."""
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response

@@ -1,0 +1,144 @@
+"""Runway's API (``/v1``, version 2024-11-06): image_to_video, tasks and uploads.
+
+A task is a prediction seen through Runway's vocabulary: the same keys, store and worker as
+the WaveSpeed routes; only the spelling of requests, replies and errors differs (see
+``reel.api.runway_view`` and ``reel.predictions.runway_inputs``). Every route needs the
+``X-Runway-Version`` header except the upload URL the SDK posts file bytes to, which carries
+a one-time credential instead of a key (as S3's presigned POST does).
+
+The SDKs retry 408, 409, 429 and 5xx on create, so a 5xx here means no task was created and
+no route answers 409.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from reel.api.deps import CurrentKey, ServicesDep
+from reel.api.json_body import parse_as, read_json
+from reel.api.runway_view import RUNWAY_VERSION, created_task, prediction_id, task_object
+from reel.errors import Conflict, InvalidInput, TooLarge
+from reel.predictions.idempotency import HEADER as IDEMPOTENCY_HEADER
+from reel.predictions.image_source import runway_uri
+from reel.predictions.runway_inputs import RUNWAY, reel_model
+from reel.predictions.states import ACTIVE
+
+# A multipart body is the file plus boundaries, part headers and the form fields.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def require_runway_version(request: Request) -> None:
+    version = request.headers.get("x-runway-version")
+    if version is None:
+        raise InvalidInput("X-Runway-Version", f"header is required; this server speaks {RUNWAY_VERSION}")
+    if version != RUNWAY_VERSION:
+        raise InvalidInput(
+            "X-Runway-Version", f"{version!r} is not a supported version; this server speaks {RUNWAY_VERSION}"
+        )
+
+
+router = APIRouter(prefix="/v1", tags=["runway"], dependencies=[Depends(require_runway_version)])
+upload_router = APIRouter(prefix="/v1", tags=["runway"])
+
+
+@router.post("/image_to_video", summary="Start a task: a video from an image (Runway's gen4_turbo)")
+async def image_to_video(request: Request, key: CurrentKey, services: ServicesDep) -> JSONResponse:
+    body = await read_json(request)
+    model = reel_model(body.get("model") if isinstance(body, dict) else None)
+    submission = await run_in_threadpool(
+        services.predictions.submit,
+        key,
+        model,
+        body,
+        None,
+        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+        dialect=RUNWAY,
+    )
+    headers = {"Idempotent-Replayed": "true"} if submission.replayed else None
+    return JSONResponse(created_task(submission.prediction), headers=headers)
+
+
+@router.get("/tasks/{task_id}", summary="A task's current state")
+def get_task(task_id: str, key: CurrentKey, services: ServicesDep) -> JSONResponse:
+    row = services.predictions.get(key, prediction_id(task_id))
+    return JSONResponse(task_object(row, services.settings.public_base, services.blobs))
+
+
+@router.delete("/tasks/{task_id}", status_code=204, summary="Cancel a pending or running task, or delete it")
+def delete_task(task_id: str, key: CurrentKey, services: ServicesDep) -> Response:
+    """As Runway does: a waiting or running task is cancelled (GET then shows CANCELLED); any
+    other task is deleted (GET then answers 404)."""
+    pid = prediction_id(task_id)
+    row = services.predictions.get(key, pid)
+    if row.status in ACTIVE:
+        try:
+            services.predictions.cancel(key, pid)
+            return Response(status_code=204)
+        except Conflict:
+            pass  # it ended meanwhile: delete it instead
+    services.predictions.delete(key, [pid])
+    return Response(status_code=204)
+
+
+class UploadBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    filename: str
+    type: Literal["ephemeral"]
+
+
+@router.post("/uploads", summary="Start an ephemeral upload: returns where to POST the file")
+async def create_upload(request: Request, key: CurrentKey, services: ServicesDep) -> JSONResponse:
+    body = parse_as(UploadBody, await read_json(request))
+    ticket = await run_in_threadpool(services.files.create_open_ticket, key, body.filename)
+    base = services.settings.public_base
+    return JSONResponse(
+        {
+            "uploadUrl": f"{base}/v1/uploads/{ticket.file.id}/content?token={ticket.token}",
+            "fields": {},
+            "runwayUri": runway_uri(ticket.file.id),
+        }
+    )
+
+
+@upload_router.post(
+    "/uploads/{file_id}/content",
+    status_code=204,
+    summary="Send an ephemeral upload's file (multipart part 'file'; no auth: the URL is the key)",
+)
+async def upload_content(file_id: str, token: str, request: Request, services: ServicesDep) -> Response:
+    limit = await run_in_threadpool(services.files.pending_upload_size, file_id, token)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD_BYTES:
+        raise TooLarge("file", f"the body is {declared} bytes; uploads are limited to {limit} bytes")
+    try:
+        form = await request.form(max_files=1, max_fields=20)
+    except Exception as exc:  # malformed multipart bodies raise several parser-specific types
+        raise InvalidInput("file", f"could not read the multipart body ({exc})") from exc
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidInput("file", "a multipart file part named 'file' is required")
+    size = upload.size if upload.size is not None else 0
+    if size > limit:
+        raise TooLarge("file", f"{size} bytes is over the {limit}-byte upload limit")
+    if size == 0:
+        raise InvalidInput("file", "is empty")
+    fd, name = tempfile.mkstemp(dir=services.blobs.scratch_dir(), prefix="upload-")
+    received = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            await run_in_threadpool(shutil.copyfileobj, upload.file, out)
+        await run_in_threadpool(services.files.complete_upload, file_id, token, received)
+    finally:
+        received.unlink(missing_ok=True)
+        await form.close()
+    return Response(status_code=204)

@@ -1,0 +1,117 @@
+"""``reel models``: list the registry's models, pull their weights, make tiny test models.
+
+Importing this module is cheap (no torch); the commands import what they need.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reel.backends.diffusers.config import ConfigError
+from reel.backends.diffusers.families import FAMILIES
+
+models_app = typer.Typer(
+    help="The model registry: list models, download weights, make tiny test models.", no_args_is_help=True
+)
+err = Console(stderr=True)
+
+
+def _registry() -> dict[str, object]:
+    from reel.backends.registry import load_registry, registry_path
+
+    path = registry_path()
+    try:
+        return dict(load_registry(path))
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+
+
+@models_app.command("list")
+def list_models() -> None:
+    """Every model id in the registry, its weights and whether they are on this machine."""
+    from reel.backends.diffusers.weights import fix_command, locate
+    from reel.backends.registry import ModelSpec, registry_path
+
+    table = Table("model id", "family", "weights", "status")
+    for spec in _registry().values():
+        assert isinstance(spec, ModelSpec)
+        if spec.diffusers is None:
+            table.add_row(spec.id, "sandbox", "-", "[green]ready[/] (sandbox)")
+            continue
+        status = locate(spec.diffusers)
+        state = (
+            f"[green]ready[/] {status.path}"
+            if status.ready
+            else f"[red]unavailable[/]: {status.problem}; run `{fix_command(spec.id)}`"
+        )
+        table.add_row(spec.id, spec.diffusers.family, spec.diffusers.weights, state)
+    Console(width=200).print(table)
+    err.print(f"registry: {registry_path()}")
+
+
+@models_app.command("pull")
+def pull(
+    model_id: Annotated[str, typer.Argument(help="An id from `reel models list`.")],
+) -> None:
+    """Download a model's weights into the Hugging Face cache (resumes an interrupted download).
+
+    A model whose weights are a local directory is only checked: nothing is downloaded.
+    """
+    from reel.backends.diffusers.weights import PullError
+    from reel.backends.diffusers.weights import pull as pull_weights
+    from reel.backends.registry import ModelSpec
+
+    spec = _registry().get(model_id)
+    if spec is None:
+        err.print(f"[red]{model_id!r} is not in the registry; `reel models list` shows the ids[/]")
+        raise typer.Exit(1)
+    assert isinstance(spec, ModelSpec)
+    if spec.diffusers is None:
+        err.print(f"{model_id} is served by the sandbox: it has no weights")
+        return
+    err.print(f"{model_id}: fetching {spec.diffusers.weights} ...")
+    try:
+        path = pull_weights(spec.diffusers)
+    except PullError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    err.print(f"[green]{model_id} is ready[/]: {path}")
+
+
+@models_app.command("make-tiny")
+def make_tiny(
+    directory: Annotated[Path, typer.Argument(help="Where to write the model (absent or empty).")],
+    family: Annotated[str, typer.Option(help=f"One of: {', '.join(FAMILIES)}.")],
+    model_id: Annotated[
+        str, typer.Option("--model-id", help="Model id used in the printed registry table.")
+    ] = "",
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+) -> None:
+    """Write a complete diffusers model with tiny random weights (for tests and demos).
+
+    Prints a registry table serving it; append that to a file named by REEL_MODELS_FILE.
+    """
+    from reel.backends.diffusers.device import missing_packages
+    from reel.backends.diffusers.tiny import make_tiny as write_tiny
+    from reel.backends.diffusers.tiny import registry_snippet
+
+    if family not in FAMILIES:
+        err.print(f"[red]--family {family!r} is unknown; use one of {', '.join(FAMILIES)}[/]")
+        raise typer.Exit(2)
+    missing = missing_packages()
+    if missing:
+        err.print(f"[red]{', '.join(missing)} not installed: pip install 'reel[models]'[/]")
+        raise typer.Exit(1)
+    try:
+        write_tiny(directory, family, seed=seed)
+    except FileExistsError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    err.print(f"wrote a tiny {FAMILIES[family].title} model to {directory}")
+    print(registry_snippet(model_id or f"tiny/{family}", directory, family))

@@ -1,0 +1,192 @@
+"""The model registry file, clip planning, size fitting, weight checks and device choice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reel.backends.diffusers.config import ConfigError
+from reel.backends.diffusers.device import choose_device
+from reel.backends.diffusers.families import FAMILIES, generated_frames, segment_plan
+from reel.backends.diffusers.weights import check_model_dir, locate
+from reel.backends.registry import BUNDLED_REGISTRY, load_registry
+from reel.errors import InvalidInput
+from reel.media.images import OUTPUT_SIZES
+from reel.predictions.inputs import parse_submit
+
+BUNDLED = load_registry(BUNDLED_REGISTRY)
+
+
+def test_the_bundled_registry_serves_every_family_at_supported_sizes() -> None:
+    assert BUNDLED["runwayml/gen4-turbo"].diffusers is not None
+    assert BUNDLED["runwayml/gen4-turbo"].diffusers.weights == "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+    assert BUNDLED["runwayml/gen4-turbo"].durations == (5, 10)
+    assert BUNDLED["runwayml/gen4-turbo"].params == {"duration", "seed"}
+    assert "wavespeed-ai/wan-2.2/i2v-720p" in BUNDLED
+    families = {spec.diffusers.family for spec in BUNDLED.values() if spec.diffusers}
+    assert families == set(FAMILIES)
+    for spec in BUNDLED.values():
+        engine = spec.diffusers
+        assert engine is not None
+        assert set(engine.sizes) == set(OUTPUT_SIZES), spec.id
+        multiple = engine.family_info.size_multiple
+        for width, height in engine.sizes.values():
+            assert width % multiple == 0 and height % multiple == 0
+
+
+def test_like_copies_another_model_and_overrides(tmp_path: Path) -> None:
+    spec = BUNDLED["wavespeed-ai/wan-2.1/i2v-720p"]
+    base = BUNDLED["wavespeed-ai/wan-2.1/i2v-480p"]
+    assert spec.diffusers and base.diffusers
+    assert spec.diffusers.family == base.diffusers.family == "wan2.1-i2v"
+    assert spec.diffusers.weights.endswith("720P-Diffusers")
+    assert spec.diffusers.flow_shift == 5.0 and base.diffusers.flow_shift == 3.0
+    assert spec.diffusers.sizes["16:9"] == (1280, 720)
+
+
+def test_generation_size_is_the_nearest_ratio() -> None:
+    engine = BUNDLED["runwayml/gen4-turbo"].diffusers
+    assert engine is not None
+    assert engine.size_for(1280, 720) == (1280, 704)
+    assert engine.size_for(720, 1280) == (704, 1280)
+    assert engine.size_for(1104, 832) == (1088, 832)
+    assert engine.size_for(1584, 672) == (1280, 704)  # Runway's 21:9 comes from the 16:9 size, cropped
+
+
+GOOD = {
+    "title": '"A"',
+    "family": '"wan2.2-ti2v"',
+    "weights": '"./weights"',
+    "max_frames": "121",
+    "num_inference_steps": "4",
+    "guidance_scale": "5.0",
+    "sizes": '{ "16:9" = [1280, 704] }',
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({}, None),
+        ({"family": '"wan9"'}, "family 'wan9' is unknown"),
+        ({"sizes": '{ "16:9" = [1280, 700] }'}, "needs positive multiples of 32"),
+        ({"speed": "3"}, "unknown keys ['speed']"),
+        ({"memory": '"lots"'}, "memory 'lots' is not one of"),
+        ({"params": '["steps"]'}, "params ['steps'] unknown"),
+        ({"like": '"a/b"'}, "'like' loops"),
+        ({"durations": "[5]", "default_duration": "10"}, "default_duration 10"),
+        ({"num_inference_steps": None}, "num_inference_steps is required"),
+    ],
+)
+def test_registry_mistakes_name_the_model_and_key(
+    tmp_path: Path, changes: dict[str, str | None], message: str | None
+) -> None:
+    keys = {**GOOD, **changes}
+    path = tmp_path / "models.toml"
+    path.write_text('[models."a/b"]\n' + "\n".join(f"{k} = {v}" for k, v in keys.items() if v is not None))
+    if message is None:
+        spec = load_registry(path)["a/b"]
+        assert spec.diffusers is not None
+        assert spec.diffusers.weights == str((tmp_path / "weights").resolve())
+        return
+    with pytest.raises(ConfigError, match="model 'a/b'") as raised:
+        load_registry(path)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("total", "max_frames", "multiple", "plan"),
+    [
+        (120, 121, 4, [(121, 120)]),
+        (121, 121, 4, [(121, 121)]),
+        (240, 121, 4, [(121, 121), (121, 119)]),
+        (80, 81, 4, [(81, 80)]),
+        (160, 81, 4, [(81, 81), (81, 79)]),
+        (128, 81, 4, [(81, 81), (49, 47)]),
+        (240, 257, 8, [(241, 240)]),
+        (16, 9, 4, [(9, 9), (9, 7)]),
+        (1, 81, 4, [(1, 1)]),
+    ],
+)
+def test_segment_plan(total: int, max_frames: int, multiple: int, plan: list[tuple[int, int]]) -> None:
+    assert segment_plan(total, max_frames, multiple) == plan
+    assert sum(keep for _, keep in plan) == total
+    for count, _ in plan:
+        assert count <= max_frames and (count - 1) % multiple == 0
+
+
+def test_generated_frames() -> None:
+    assert [generated_frames(n, 4) for n in (1, 2, 5, 6, 120)] == [1, 5, 5, 9, 121]
+    assert generated_frames(120, 8) == 121
+
+
+def test_frames_are_cover_fitted_never_stretched() -> None:
+    torch = pytest.importorskip("torch")
+    from reel.backends.diffusers.frames import fit_frames
+
+    # A 64x32 (2:1) frame: black left half, white right half, a red top band of 4 rows.
+    frame = torch.zeros(1, 3, 32, 64)
+    frame[:, :, :, 32:] = 1.0
+    frame[:, 0, :4, :] = 1.0
+    (out,) = list(fit_frames(frame, 1280, 720))
+    assert out.shape == (720, 1280, 3)
+    # Uniform scale 22.5x (to 1440x720), then 80 px cut from each side: the edge stays centred.
+    row = out[360, :, 1].astype(int)
+    edge = int((row > 127).argmax())
+    assert abs(edge - 640) <= 2
+    # The red band keeps its height ratio (4/32 of 720 = 90 rows): no vertical stretch.
+    red_rows = int(((out[:, 100, 0] > 127) & (out[:, 100, 1] < 127)).sum())
+    assert abs(red_rows - 90) <= 3
+
+
+def test_a_complete_model_dir_passes_and_damage_is_named(tmp_path: Path, tiny_dirs: dict[str, Path]) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dirs["wan2.1-i2v"], model)
+    assert check_model_dir(model) == []
+    (model / "image_encoder" / "model.safetensors").unlink()
+    assert check_model_dir(model) == ["image_encoder/ has no weight file"]
+    shutil.rmtree(model / "vae")
+    assert "component folder vae/ is missing" in check_model_dir(model)
+    index = model / "transformer" / "diffusion_pytorch_model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"a": "part-1.safetensors", "b": "part-2.safetensors"}}))
+    assert "transformer/ lacks shard part-1.safetensors (2 missing)" in check_model_dir(model)
+
+
+def test_a_repo_missing_from_the_cache_is_reported_without_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    engine = BUNDLED["wavespeed-ai/ltx-video/i2v"].diffusers
+    assert engine is not None
+    status = locate(engine)
+    assert not status.ready
+    assert "Lightricks/LTX-Video is not downloaded" in status.problem
+
+
+def test_device_choice() -> None:
+    assert choose_device("tpu").device is None
+    assert "not auto, cpu" in choose_device("tpu").reason
+    pytest.importorskip("diffusers")
+    assert choose_device("cpu").device == "cpu"
+
+
+def test_steps_and_guidance_are_validated_against_the_model_ranges() -> None:
+    spec = BUNDLED["wavespeed-ai/wan-2.1/i2v-480p"]
+    body = {"prompt": "p", "image": "https://example.com/a.png"}
+    parsed = parse_submit(spec, {**body, "num_inference_steps": 30, "guidance_scale": 4.5})
+    assert (parsed.num_inference_steps, parsed.guidance_scale) == (30, 4.5)
+    for field, value in [
+        ("num_inference_steps", 101),
+        ("num_inference_steps", 1.5),
+        ("guidance_scale", 25),
+        ("guidance_scale", True),
+    ]:
+        with pytest.raises(InvalidInput, match=f"^{field}:"):
+            parse_submit(spec, {**body, field: value})
+    # A model that does not take the parameter ignores it, like any unknown field.
+    gen4 = parse_submit(BUNDLED["runwayml/gen4-turbo"], {**body, "num_inference_steps": 1000})
+    assert gen4.num_inference_steps is None

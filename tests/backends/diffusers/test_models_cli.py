@@ -1,0 +1,77 @@
+"""``reel models list | pull | make-tiny`` and ``reel worker --gpu``, run as real subprocesses, offline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reel.backends.diffusers.weights import check_model_dir
+from support.tiny_models import MISSING_LOCAL, MODEL_OF, NOT_DOWNLOADED, TEST_ENV
+
+REEL = [sys.executable, "-m", "reel.cli"]
+
+
+def reel(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*REEL, *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=120
+    )
+
+
+def test_make_tiny_writes_a_complete_model_and_its_registry_table(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    target = tmp_path / "tiny-ltx"
+    env = {**TEST_ENV, "HF_HOME": str(tmp_path / "hf")}
+    made = reel(
+        "models", "make-tiny", str(target), "--family", "ltx-video", "--model-id", "demo/ltx", env=env
+    )
+    assert made.returncode == 0, made.stderr
+    assert check_model_dir(target) == []
+    assert (target / "tokenizer" / "tokenizer.json").is_file()
+    assert '[models."demo/ltx"]' in made.stdout
+
+    registry = tmp_path / "models.toml"
+    registry.write_text(made.stdout)
+    listed = reel("models", "list", env={**env, "REEL_MODELS_FILE": str(registry)})
+    assert listed.returncode == 0, listed.stderr
+    assert "demo/ltx" in listed.stdout and "ready" in listed.stdout
+
+    again = reel("models", "make-tiny", str(target), "--family", "ltx-video", env=env)
+    assert again.returncode == 1 and "not empty" in again.stderr
+    unknown = reel("models", "make-tiny", str(tmp_path / "x"), "--family", "sora", env=env)
+    assert unknown.returncode == 2 and "wan2.2-ti2v" in unknown.stderr
+
+
+def test_list_names_what_is_missing_and_the_command_that_fixes_it(model_env: dict[str, str]) -> None:
+    listed = reel("models", "list", env=model_env)
+    assert listed.returncode == 0, listed.stderr
+    flat = " ".join(listed.stdout.split())
+    for model_id in (MISSING_LOCAL, NOT_DOWNLOADED):
+        assert f"reel models pull {model_id}" in flat.replace("│ ", "").replace(" │", "")
+    assert "unavailable" in flat
+
+
+def test_pull_checks_a_local_directory_and_reports_what_cannot_be_fetched(model_env: dict[str, str]) -> None:
+    local = reel("models", "pull", MODEL_OF["wan2.1-i2v"], env=model_env)
+    assert local.returncode == 0, local.stderr
+    assert "is ready" in local.stderr
+
+    missing = reel("models", "pull", MISSING_LOCAL, env=model_env)
+    assert missing.returncode == 1
+    assert "local model directory" in missing.stderr and "does not exist" in missing.stderr
+
+    offline = reel("models", "pull", NOT_DOWNLOADED, env=model_env)
+    assert offline.returncode == 1
+    assert "could not download reel-tests/never-downloaded" in " ".join(offline.stderr.split())
+
+    unknown = reel("models", "pull", "nobody/nothing", env=model_env)
+    assert unknown.returncode == 1 and "not in the registry" in unknown.stderr
+
+
+def test_worker_takes_a_gpu_index() -> None:
+    shown = reel("worker", "--help", env={})
+    assert shown.returncode == 0
+    assert "--gpu" in shown.stdout and "CUDA_VISIBLE_DEVICES" in shown.stdout
