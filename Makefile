@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: serve test lint key clean
+.PHONY: serve test lint key clean check-services
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +57,21 @@ $(CHROMIUM):
 	|| { echo "could not install chromium: run 'apt-get install chromium' as root" >&2; exit 1; }
 	@test -x $@ || { echo "chromium installed but $@ is missing" >&2; exit 1; }
 
-test: lint $(CHROMIUM)
+# The PostgreSQL tests need the server on 127.0.0.1:5432 (user postgres, trust auth); they fail,
+# never skip, without it. Start it once if it is down; otherwise stop here and say why.
+PG_HOST ?= 127.0.0.1
+PG_PORT ?= 5432
+check-services: $(VENV)/.installed
+	@pg_isready -q -h $(PG_HOST) -p $(PG_PORT) || { \
+		echo "PostgreSQL is not answering on $(PG_HOST):$(PG_PORT); trying to start it"; \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1) main start || true; \
+		for i in $$(seq 20); do pg_isready -q -h $(PG_HOST) -p $(PG_PORT) && break; sleep 0.5; done; \
+	}
+	@$(BIN)/python -c "import psycopg; psycopg.connect('postgresql://postgres@$(PG_HOST):$(PG_PORT)/postgres', connect_timeout=5).close()" \
+		|| { echo "FAILED: PostgreSQL on $(PG_HOST):$(PG_PORT) (user postgres, trust auth) is needed by the tests and is not usable" >&2; exit 1; }
+
+test: lint $(CHROMIUM) check-services
 	$(BIN)/python -m pytest
 
 clean:

@@ -19,6 +19,7 @@ from reel.backends.base import (
     ProgressCallback,
 )
 from reel.backends.sandbox import SandboxBackend
+from reel.errors import StorageUnavailable
 from reel.predictions.keys import Principal
 from reel.wiring import Services
 from reel.worker.runner import Worker
@@ -164,3 +165,22 @@ def test_an_idle_worker_takes_new_work_and_stops_on_shutdown(services: Services,
         worker.shutting_down.set()
         loop.join(15)
     assert not loop.is_alive()
+
+
+def test_an_unreachable_store_hands_the_prediction_back(
+    services: Services, owner: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prediction_id = _submit(services, owner)
+    worker = Worker(services, {MODEL: SandboxBackend()}, "w1")
+
+    def unreachable(key: str) -> bytes:
+        raise StorageUnavailable(f"storage: could not read {key}: connection refused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(services.blobs, "read_bytes", unreachable)
+        with pytest.raises(StorageUnavailable):  # the loop waits, then tries again
+            worker.run_once()
+    row = load(services, prediction_id)
+    assert (row.status, row.attempts, row.worker_id) == ("created", 0, None)
+    assert worker.run_once() is True
+    assert load(services, prediction_id).status == "completed"

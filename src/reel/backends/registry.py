@@ -118,9 +118,8 @@ def _resolve_like(path: Path, tables: dict[str, dict[str, Any]], model_id: str) 
         if other not in tables:
             raise ConfigError(f"model registry {path}, model {chain[-1]!r}: like {other!r} is not a model")
         if other in chain:
-            raise ConfigError(
-                f"model registry {path}, model {model_id!r}: 'like' loops through {' -> '.join([*chain, other])}"
-            )
+            loop = " -> ".join([*chain, other])
+            raise ConfigError(f"model registry {path}, model {model_id!r}: 'like' loops through {loop}")
         chain.append(other)
         table = {**tables[other], **table}
     return table

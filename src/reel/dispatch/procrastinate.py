@@ -63,7 +63,7 @@ from psycopg import sql as pg_sql
 from psycopg.types.json import Jsonb
 from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Connection, CursorResult, Engine
-from sqlalchemy.exc import IntegrityError, InternalError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reel.dispatch.base import Claim, FailedHook, give_up
@@ -208,7 +208,12 @@ class ProcrastinateDispatcher:
         queues = sorted({queue_for(model) for model in models})
         self._listen_to(queues)
         with self._watching_the_database():
-            self._sweep_if_due()
+            try:
+                self._sweep_if_due()
+            except _OUTAGES:
+                raise
+            except SQLAlchemyError:  # a sweep that fails must not stop this worker's own work
+                log.exception("stalled-job sweep failed; fetching anyway")
             for _ in range(2):
                 worker = self._procrastinate_worker(worker_id)
                 try:
@@ -229,10 +234,10 @@ class ProcrastinateDispatcher:
                 if job["id"] is None:
                     return None
                 claim = self._take(session, job, worker_id)
-                if claim is not None:
-                    with self._lock:
-                        self._held[int(job["id"])] = _Held(claim, worker)
-                    return claim
+            if claim is not None:  # committed: the job and the prediction are both ours
+                with self._lock:
+                    self._held[int(job["id"])] = _Held(claim, worker)
+                return claim
 
     def _take(self, session: Session, job: Any, worker_id: str) -> Claim | None:
         """Mark the job's prediction as held by ``worker_id``; None if it needs no run."""
@@ -513,28 +518,32 @@ class ProcrastinateDispatcher:
             if job_id in seen:
                 continue
             seen.add(job_id)
+            # Lock the job and look again: its worker may have closed it since the select (a
+            # prediction that just ended is "abandoned" until its worker calls finished()).
+            current = conn.execute(
+                text(
+                    "SELECT worker_id FROM procrastinate_jobs "
+                    "WHERE id = :id AND status = 'doing' FOR UPDATE SKIP LOCKED"
+                ),
+                {"id": job_id},
+            ).first()
+            if current is None or current.worker_id != job["worker_id"]:
+                continue
             args = job["args"] if isinstance(job["args"], dict) else json.loads(job["args"])
             row = session.get(Prediction, str(args.get("prediction_id", "")))
-            ended = row is None or row.deleted_at is not None or row.status in TERMINAL
-            try:
-                with session.begin_nested():
-                    if ended:
-                        _run(conn, "finish_job", job_id=job_id, status="aborted", delete_job=True)
-                    else:
-                        _run(
-                            conn,
-                            "retry_job",
-                            job_id=job_id,
-                            retry_at=utcnow(),
-                            new_priority=None,
-                            new_queue_name=None,
-                            new_lock=None,
-                        )
-                        _notify_job(conn, str(job["queue_name"]), job_id)
-            except (IntegrityError, InternalError):
-                continue  # the job changed since the select (procrastinate's functions RAISE)
-            if row is None or ended:
+            if row is None or row.deleted_at is not None or row.status in TERMINAL:
+                _run(conn, "finish_job", job_id=job_id, status="aborted", delete_job=True)
                 continue
+            _run(
+                conn,
+                "retry_job",
+                job_id=job_id,
+                retry_at=utcnow(),
+                new_priority=None,
+                new_queue_name=None,
+                new_lock=None,
+            )
+            _notify_job(conn, str(job["queue_name"]), job_id)
             log.warning(
                 "prediction %s: its worker (%s, queue worker #%s) has been silent for over %.1f s; "
                 "its job is queued again",

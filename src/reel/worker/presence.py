@@ -9,9 +9,11 @@ import threading
 from datetime import timedelta
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reel.backends.base import Backend
+from reel.errors import StorageUnavailable
 from reel.predictions.clock import utcnow
 from reel.store.tables import Worker
 
@@ -59,6 +61,8 @@ class Presence:
         while not stop.wait(PRESENCE_INTERVAL_S):
             try:
                 self.beat()
+            except (StorageUnavailable, OperationalError) as exc:  # the database is away
+                log.warning("worker presence update failed (%s); retrying", exc)
             except Exception:
                 log.exception("worker presence update failed; retrying")
 

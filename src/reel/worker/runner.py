@@ -113,6 +113,7 @@ class Worker:
         except UNAVAILABLE as exc:
             log.warning("prediction %s: %s; handing it back", claim.prediction_id, _first_line(exc))
             handed_back = self._hand_back(claim)
+            raise  # run_forever waits before claiming again, rather than spin on the outage
         finally:
             running.done.set()
             beat.join()
@@ -152,7 +153,12 @@ class Worker:
         while not running.done.wait(self._heartbeat_s):
             try:
                 alive = dispatcher.heartbeat(running.claim, running.progress)
-            except Exception:  # a database hiccup must not kill the generation
+            except UNAVAILABLE as exc:  # the generation goes on; its end waits for the database
+                log.warning(
+                    "heartbeat for %s failed (%s); retrying", running.claim.prediction_id, _first_line(exc)
+                )
+                continue
+            except Exception:  # nor must a bug here kill it
                 log.exception("heartbeat for %s failed; retrying", running.claim.prediction_id)
                 continue
             if not alive and not running.done.is_set():

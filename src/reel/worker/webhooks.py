@@ -13,7 +13,9 @@ import time
 from datetime import timedelta
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import OperationalError
 
+from reel.errors import StorageUnavailable
 from reel.media.fetch import FetchError, post_safely
 from reel.predictions.clock import utcnow
 from reel.predictions.webhooks import sign
@@ -41,6 +43,9 @@ class WebhookSender:
         while not stop.is_set():
             try:
                 sent = self.send_due()
+            except (StorageUnavailable, OperationalError) as exc:  # the database is away
+                log.warning("webhook sender: %s; retrying", exc)
+                sent = 0
             except Exception:
                 log.exception("webhook sender: unexpected error; continuing")
                 sent = 0

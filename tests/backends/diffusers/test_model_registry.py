@@ -13,7 +13,7 @@ from reel.backends.diffusers.families import FAMILIES, generated_frames, segment
 from reel.backends.diffusers.weights import check_model_dir, locate
 from reel.backends.registry import BUNDLED_REGISTRY, load_registry
 from reel.errors import InvalidInput
-from reel.media.images import OUTPUT_SIZES
+from reel.media.images import RENDER_SIZES
 from reel.predictions.inputs import parse_submit
 
 BUNDLED = load_registry(BUNDLED_REGISTRY)
@@ -30,7 +30,7 @@ def test_the_bundled_registry_serves_every_family_at_supported_sizes() -> None:
     for spec in BUNDLED.values():
         engine = spec.diffusers
         assert engine is not None
-        assert set(engine.sizes) == set(OUTPUT_SIZES), spec.id
+        assert set(engine.sizes) == set(RENDER_SIZES), spec.id
         multiple = engine.family_info.size_multiple
         for width, height in engine.sizes.values():
             assert width % multiple == 0 and height % multiple == 0
@@ -52,7 +52,8 @@ def test_generation_size_is_the_nearest_ratio() -> None:
     assert engine.size_for(1280, 720) == (1280, 704)
     assert engine.size_for(720, 1280) == (704, 1280)
     assert engine.size_for(1104, 832) == (1088, 832)
-    assert engine.size_for(1584, 672) == (1280, 704)  # Runway's 21:9 comes from the 16:9 size, cropped
+    assert engine.size_for(1584, 672) == (1504, 640)  # Runway's 21:9
+    assert engine.size_for(1000, 200) == (1504, 640)  # any other ratio: the nearest listed
 
 
 GOOD = {
@@ -190,3 +191,17 @@ def test_steps_and_guidance_are_validated_against_the_model_ranges() -> None:
     # A model that does not take the parameter ignores it, like any unknown field.
     gen4 = parse_submit(BUNDLED["runwayml/gen4-turbo"], {**body, "num_inference_steps": 1000})
     assert gen4.num_inference_steps is None
+
+
+@pytest.mark.parametrize(
+    ("free_gib", "mode"),
+    [(80, "full"), (30, "vae_tiling"), (20, "model_offload"), (12, "sequential_offload")],
+)
+def test_auto_memory_mode_follows_free_vram(free_gib: int, mode: str) -> None:
+    pytest.importorskip("torch")
+    from reel.backends.diffusers.runtime import GIB, pick_memory_mode
+
+    # Wan 2.2 TI2V-5B in bf16: transformer 10 GiB, UMT5-XXL 11 GiB, VAE 1.4 GiB; 20 GiB working.
+    weights = {"transformer": 10 * GIB, "text_encoder": 11 * GIB, "vae": int(1.4 * GIB)}
+    assert pick_memory_mode("auto", free_gib * GIB, weights, 20.0) == mode
+    assert pick_memory_mode("model_offload", 200 * GIB, weights, 20.0) == "model_offload"

@@ -73,7 +73,18 @@ class DiffusersBackend:
         progress: ProgressCallback,
         is_cancelled: CancelCheck,
     ) -> None:
-        loaded = self.load()
+        self.run(self.load(), request, sink, progress, is_cancelled)
+
+    def run(
+        self,
+        loaded: LoadedPipeline,
+        request: GenerationRequest,
+        sink: FrameSink,
+        progress: ProgressCallback,
+        is_cancelled: CancelCheck,
+    ) -> None:
+        """Generate with an already loaded pipeline (``generate`` = ``load`` + this; the benchmark
+        calls it with a pipeline built in memory)."""
         if is_cancelled():
             raise GenerationCancelled()
         written = [0]
@@ -113,10 +124,17 @@ class DiffusersBackend:
             )
         try:
             return self.runtime.acquire(self.engine, status.path)
-        except Exception as exc:  # a broken checkpoint or too little memory: the worker goes on
+        except torch.OutOfMemoryError:
+            out_of_memory = True
+        except Exception as exc:  # a broken checkpoint: the worker goes on with other predictions
             log.exception("%s: loading %s failed", self.spec.id, status.path)
-            reason = f"{type(exc).__name__}: {exc}"
+            out_of_memory, reason = False, f"{type(exc).__name__}: {exc}"
         self.runtime.free_memory()
+        if out_of_memory:
+            raise GenerationError(
+                f"{self.spec.id}: not enough GPU memory to load the model; set its memory to "
+                '"model_offload" or "sequential_offload" in the model registry'
+            )
         raise GenerationError(
             f"{self.spec.id}: could not load the weights in {status.path}: {reason[:500]}. "
             f"Re-download them with `{fix_command(self.spec.id)}`"
@@ -179,6 +197,7 @@ class DiffusersBackend:
             request.height,
         )
         generator = torch.Generator("cpu").manual_seed(seed)
+        self._use_flow_shift(loaded)
         texts = self.text_embeddings(loaded, request.prompt, options)
         image = fit_image(request.image, gen_w, gen_h)
         for index, (count, keep) in enumerate(plan):
@@ -223,6 +242,23 @@ class DiffusersBackend:
             image = to_image(frames[-1])
             del output, frames
         progress(1.0)
+
+    def _use_flow_shift(self, loaded: LoadedPipeline) -> None:
+        """Give the pipeline a scheduler with this model's flow shift (ids sharing a pipeline may
+        differ). Schedulers keep no state between calls, so one per shift value is kept."""
+        shift = self.engine.flow_shift
+        if shift is None:
+            return
+        scheduler = loaded.schedulers.get(shift)
+        if scheduler is None:
+            current = loaded.pipe.scheduler
+            names = [name for name in ("flow_shift", "shift") if name in current.config]
+            if not names:
+                log.warning("%s: %s has no flow shift setting", self.spec.id, type(current).__name__)
+                return
+            scheduler = type(current).from_config(current.config, **{names[0]: shift})
+            loaded.schedulers[shift] = scheduler
+        loaded.pipe.scheduler = scheduler
 
     def options(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The request's generation options: its parameters over the registry's defaults."""

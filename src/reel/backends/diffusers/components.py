@@ -221,9 +221,7 @@ def _randomise(model: torch.nn.Module, keep_fp32: list[str]) -> None:
                 param.normal_(0.0, param[0].numel() ** -0.5 if param.ndim > 1 else 0.02)
 
 
-def _make(
-    factory: Callable[[], Any], device: torch.device, dtype: torch.dtype, *, randomise: bool
-) -> Any:
+def _make(factory: Callable[[], Any], device: torch.device, dtype: torch.dtype, *, randomise: bool) -> Any:
     with _building_on(device, dtype):
         model = factory()
     if randomise:

@@ -66,4 +66,5 @@ def choose_device(setting: str) -> DeviceChoice:
     index = torch.device(device).index or 0
     if index >= torch.cuda.device_count():
         return DeviceChoice(None, f"{device} does not exist: torch sees {torch.cuda.device_count()} GPU(s)")
-    return DeviceChoice(device, f"CUDA GPU {torch.cuda.get_device_name(index)}")
+    # No get_device_name(): it would create a CUDA context in every process that only asks.
+    return DeviceChoice(device, f"CUDA, {torch.cuda.device_count()} GPU(s) visible")

@@ -54,6 +54,8 @@ class LoadedPipeline:
     compile_proven: bool = False
     """A generation has succeeded with the compiled blocks (so a later error is not compile's)."""
     transformers: list[Any] = field(default_factory=list)
+    schedulers: dict[float, Any] = field(default_factory=dict)
+    """Schedulers by flow shift (model ids sharing this pipeline may use different shifts)."""
 
 
 class DiffusersRuntime:
@@ -180,19 +182,8 @@ class DiffusersRuntime:
     def _choose_memory(self, engine: DiffusersConfig, sizes: dict[str, int]) -> str:
         if not self.cuda:
             return "full"
-        if engine.memory != "auto":
-            return engine.memory
-        free = torch.cuda.mem_get_info(self.device)[0]
-        weights = sum(sizes.values())
-        largest = max(sizes.values(), default=0)
-        working = engine.working_gib * GIB
-        if free >= weights + working:
-            return "full"
-        if free >= weights + working / 3:
-            return "vae_tiling"
-        if free >= largest + working / 3:
-            return "model_offload"
-        return "sequential_offload"
+        free = torch.cuda.mem_get_info(self.device)[0] if engine.memory == "auto" else 0
+        return pick_memory_mode(engine.memory, free, sizes, engine.working_gib)
 
     def _place(self, loaded: LoadedPipeline, memory: str) -> None:
         pipe = loaded.pipe
@@ -224,6 +215,24 @@ class DiffusersRuntime:
             if engine.compile and loaded.memory != "sequential_offload":
                 transformer.compile_repeated_blocks(fullgraph=False)
                 loaded.compiled = True
+
+
+def pick_memory_mode(
+    requested: str, free_bytes: int, weight_bytes: dict[str, int], working_gib: float
+) -> str:
+    """The memory mode for a pipeline: ``requested`` unless it is ``auto`` (see the module docstring)."""
+    if requested != "auto":
+        return requested
+    weights = sum(weight_bytes.values())
+    largest = max(weight_bytes.values(), default=0)
+    working = working_gib * GIB
+    if free_bytes >= weights + working:
+        return "full"
+    if free_bytes >= weights + working / 3:
+        return "vae_tiling"
+    if free_bytes >= largest + working / 3:
+        return "model_offload"
+    return "sequential_offload"
 
 
 def _settings_key(engine: DiffusersConfig) -> tuple[Any, ...]:

@@ -1,0 +1,359 @@
+"""Stock diffusers vs Reel's path, same model, size, frames and steps, in one run on one device.
+
+    GPU (H100/H200):  OUT=/tmp/out python bench/diffusers_speed.py --device cuda
+    CPU smoke test:   python bench/diffusers_speed.py --tiny --device cpu
+
+Each model is built at FULL size from its configs with random weights directly on the device
+(speed does not depend on weight values; nothing is downloaded): see
+reel.backends.diffusers.components. The same pipeline object is timed twice:
+
+1. stock: ``pipe(...)`` as the diffusers docs call it (fp32 VAE for Wan, default attention,
+   no compile, the prompt encoded on every call, ``output_type="np"``);
+2. Reel: ``DiffusersBackend.run`` with the registry entry's settings (``runtime.adopt`` applies
+   the memory mode, regional torch.compile, the attention backend and the VAE dtype; cached
+   prompt embeddings; frames cover-fitted to the API's 16:9 size on the device).
+
+Per path: a warm-up call (compilation happens there), then a timed call of ``--steps``
+denoising steps. Reported: seconds per denoising step (median of step-to-step times, measured
+at the scheduler with device syncs), text encoding, VAE decode, the timed call's total, peak
+GPU memory, and seconds per 5 s video extrapolated to the registry's default step count:
+``total + (default_steps - steps) * step``. JSON goes to ``$OUT/diffusers_speed.json``.
+"""
+
+from __future__ import annotations
+
+import time
+
+T0 = time.time()  # the --budget-s clock starts before the slow imports
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+# Which registry entry (its Reel settings) each family is timed with, and its bench size.
+MODELS = {
+    "wan2.2-ti2v": ("runwayml/gen4-turbo", (1280, 704, 121), (64, 32, 9)),
+    "wan2.1-i2v": ("wavespeed-ai/wan-2.1/i2v-480p", (832, 480, 81), (48, 32, 9)),
+    "wan2.2-i2v-a14b": ("wavespeed-ai/wan-2.2/i2v-480p", (832, 480, 81), (48, 32, 9)),
+    "ltx-video": ("wavespeed-ai/ltx-video/i2v", (1024, 576, 121), (64, 32, 9)),
+}
+OUTPUT_16_9 = (1280, 720)
+STOCK_VAE_DTYPE = {"ltx-video": "bfloat16"}
+"""The VAE dtype the diffusers docs use per family (Wan: float32)."""
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--models", default="wan2.2-ti2v,wan2.1-i2v", help=f"comma list of {', '.join(MODELS)}"
+    )
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="tiny configs and sizes (CPU smoke test)")
+    parser.add_argument("--steps", type=int, default=4, help="denoising steps of each timed call (>= 3)")
+    parser.add_argument("--warmup-steps", type=int, default=1, help="steps of each warm-up call")
+    parser.add_argument("--paths", default="stock,reel", help="which paths to time")
+    parser.add_argument("--budget-s", type=float, default=540.0, help="skip models that would pass this")
+    parser.add_argument("--out", default=os.environ.get("OUT", ""), help="folder for the JSON (default $OUT)")
+    return parser.parse_args()
+
+
+ARGS = parse_args()
+
+import torch  # noqa: E402
+
+from reel.backends.base import GenerationRequest  # noqa: E402
+from reel.backends.diffusers.backend import DiffusersBackend  # noqa: E402
+from reel.backends.diffusers.components import build_pipeline  # noqa: E402
+from reel.backends.diffusers.runtime import TORCH_DTYPES, DiffusersRuntime  # noqa: E402
+from reel.backends.registry import BUNDLED_REGISTRY, ModelSpec, load_registry  # noqa: E402
+
+DEVICE = torch.device(ARGS.device)
+CUDA = DEVICE.type == "cuda"
+RESULTS: dict[str, Any] = {"args": vars(ARGS), "env": {}, "models": {}, "errors": []}
+
+
+def log(message: str) -> None:
+    print(f"[{time.time() - T0:6.1f}s] {message}", flush=True)
+
+
+def sync() -> None:
+    if CUDA:
+        torch.cuda.synchronize(DEVICE)
+
+
+class Probe:
+    """Times text encoding, VAE decoding and scheduler steps of whatever runs the pipeline."""
+
+    def __init__(self) -> None:
+        self.text: list[float] = []
+        self.decode: list[float] = []
+        self.step_marks: list[float] = []
+
+    @contextlib.contextmanager
+    def watching(self, pipe: Any) -> Iterator[None]:
+        undo = [
+            _wrap(pipe, "encode_prompt", self.text),
+            _wrap(pipe.vae, "decode", self.decode),
+            _mark_steps(type(pipe.scheduler), self.step_marks),
+        ]
+        try:
+            yield
+        finally:
+            for restore in undo:
+                restore()
+
+    def step_s(self) -> float:
+        gaps = [b - a for a, b in zip(self.step_marks, self.step_marks[1:], strict=False)]
+        return statistics.median(gaps) if gaps else float("nan")
+
+
+def _wrap(owner: Any, name: str, into: list[float]) -> Callable[[], None]:
+    original = getattr(owner, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        sync()
+        started = time.perf_counter()
+        result = original(*args, **kwargs)
+        sync()
+        into.append(time.perf_counter() - started)
+        return result
+
+    setattr(owner, name, timed)
+    return lambda: delattr(owner, name) if name in vars(owner) else None
+
+
+def _mark_steps(scheduler_class: type, into: list[float]) -> Callable[[], None]:
+    original = scheduler_class.step
+
+    def marked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        sync()
+        into.append(time.perf_counter())
+        return result
+
+    scheduler_class.step = marked  # type: ignore[attr-defined]
+    return lambda: setattr(scheduler_class, "step", original)
+
+
+def peak_gib() -> float | None:
+    return round(torch.cuda.max_memory_allocated(DEVICE) / 2**30, 2) if CUDA else None
+
+
+def reset_peak() -> None:
+    if CUDA:
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+
+
+def test_image(width: int, height: int) -> Any:
+    from PIL import Image
+
+    return Image.effect_mandelbrot((width, height), (-2.0, -1.2, 1.0, 1.2), 60).convert("RGB")
+
+
+def timed_call(run: Callable[[int], Any], steps: int, pipe: Any) -> dict[str, Any]:
+    probe = Probe()
+    reset_peak()
+    with probe.watching(pipe):
+        sync()
+        started = time.perf_counter()
+        run(steps)
+        sync()
+        total = time.perf_counter() - started
+    return {
+        "total_s": round(total, 3),
+        "steps": steps,
+        "step_s": round(probe.step_s(), 4),
+        "text_encode_s": round(sum(probe.text), 4),
+        "vae_decode_s": round(sum(probe.decode), 3),
+        "peak_gib": peak_gib(),
+    }
+
+
+def bench_model(family: str, registry: dict[str, ModelSpec]) -> dict[str, Any]:
+    model_id, full_size, tiny_size = MODELS[family]
+    spec = registry[model_id]
+    engine = spec.diffusers
+    assert engine is not None
+    width, height, frames = tiny_size if ARGS.tiny else full_size
+    dtype = torch.float32 if ARGS.tiny else TORCH_DTYPES[engine.dtype]
+    stock_vae = torch.float32 if ARGS.tiny else TORCH_DTYPES[STOCK_VAE_DTYPE.get(family, "float32")]
+    if ARGS.tiny:
+        engine = replace(engine, dtype="float32", vae_dtype="float32")
+    # Reel generates at the registry's 16:9 size; the bench pins that size for both paths.
+    engine = replace(engine, sizes={"16:9": (width, height)}, max_frames=frames)
+    spec = replace(spec, diffusers=engine)
+    out_fps = spec.fps
+    out_frames = frames - 1  # e.g. 121 generated -> 120 frames = 5 s at 24 fps
+    row: dict[str, Any] = {
+        "model_id": model_id,
+        "size": f"{width}x{height}x{frames}",
+        "default_steps": engine.num_inference_steps,
+        "reel_settings": {
+            k: getattr(engine, k) for k in ("dtype", "vae_dtype", "memory", "compile", "attention_backend")
+        },
+    }
+    log(f"=== {family} ({model_id}) {row['size']}: building full-size={not ARGS.tiny} pipeline on {DEVICE}")
+    started = time.perf_counter()
+    pipe = build_pipeline(
+        family, "tiny" if ARGS.tiny else "full", device=DEVICE, dtype=dtype, vae_dtype=stock_vae
+    )
+    pipe.set_progress_bar_config(disable=True)
+    row["build_s"] = round(time.perf_counter() - started, 1)
+    params = sum(
+        p.numel() for c in pipe.components.values() if isinstance(c, torch.nn.Module) for p in c.parameters()
+    )
+    row["parameters_b"] = round(params / 1e9, 3)
+    log(f"built in {row['build_s']} s, {row['parameters_b']} B parameters")
+    image = test_image(width, height)
+    # LTX's terminal sigma shift needs at least 2 steps (the registry's range says so too).
+    warmup_steps = max(ARGS.warmup_steps, spec.ranges.get("num_inference_steps", (1, 0))[0], 1)
+    prompt = "a slow push-in on a lighthouse at dusk, waves breaking"
+    negative = engine.negative_prompt
+    guidance = engine.guidance_scale
+    if engine.flow_shift is not None:  # what the diffusers docs do per checkpoint; no effect on speed
+        names = [n for n in ("flow_shift", "shift") if n in pipe.scheduler.config]
+        if names:
+            pipe.scheduler = type(pipe.scheduler).from_config(
+                pipe.scheduler.config, **{names[0]: engine.flow_shift}
+            )
+
+    if "stock" in ARGS.paths:
+        extra = dict(engine.call)
+        if family == "ltx-video":
+            extra["frame_rate"] = spec.fps
+
+        def stock(steps: int) -> Any:
+            return pipe(
+                image=image,
+                prompt=prompt,
+                negative_prompt=negative,
+                height=height,
+                width=width,
+                num_frames=frames,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=torch.Generator("cpu").manual_seed(0),
+                output_type="np",
+                **extra,
+            )
+
+        log("stock: warm-up")
+        stock(warmup_steps)
+        row["stock"] = timed_call(stock, ARGS.steps, pipe)
+        log(f"stock: {row['stock']}")
+
+    if "reel" in ARGS.paths:
+        pipe.vae.to(TORCH_DTYPES[engine.vae_dtype])  # what from_pretrained(dtype=...) does on load
+        runtime = DiffusersRuntime(str(DEVICE))
+        loaded = runtime.adopt(engine, pipe)
+        row["reel_memory_mode"] = loaded.memory
+        backend = DiffusersBackend(spec, runtime)
+        out_w, out_h = OUTPUT_16_9
+
+        class CountingSink:
+            frames = 0
+
+            def write(self, frame: Any) -> None:
+                CountingSink.frames += 1
+
+        def reel(steps: int) -> None:
+            request = GenerationRequest(
+                "bench", model_id, prompt, image, out_w, out_h, out_fps, out_frames, seed=0,
+                params={"num_inference_steps": steps},
+            )  # fmt: skip
+            backend.run(loaded, request, CountingSink(), lambda _f: None, lambda: False)
+
+        log("reel: warm-up (compiles when compile = true; the prompt's embeddings get cached)")
+        warm = timed_call(reel, warmup_steps, pipe)
+        row["reel_warmup"] = warm
+        row["reel"] = timed_call(reel, ARGS.steps, pipe)
+        row["reel"]["text_encode_uncached_s"] = warm["text_encode_s"]
+        row["reel"]["text_cache_hits"] = loaded.texts.hits
+        row["reel"]["frames_written"] = CountingSink.frames
+        log(f"reel: {row['reel']}")
+
+    for path in ("stock", "reel"):
+        if path in row:
+            r = row[path]
+            r["video_s_est"] = round(r["total_s"] + (row["default_steps"] - r["steps"]) * r["step_s"], 1)
+    if "stock" in row and "reel" in row:
+        row["reel_vs_stock"] = {
+            "step": round(row["stock"]["step_s"] / row["reel"]["step_s"], 3),
+            "vae_decode": round(row["stock"]["vae_decode_s"] / max(row["reel"]["vae_decode_s"], 1e-9), 3),
+            "video": round(row["stock"]["video_s_est"] / row["reel"]["video_s_est"], 3),
+        }
+    return row
+
+
+def save() -> None:
+    if ARGS.out:
+        Path(ARGS.out).mkdir(parents=True, exist_ok=True)
+        (Path(ARGS.out) / "diffusers_speed.json").write_text(json.dumps(RESULTS, indent=1))
+
+
+def main() -> None:
+    import diffusers
+
+    env = RESULTS["env"]
+    env.update(
+        python=platform.python_version(),
+        torch=torch.__version__,
+        diffusers=diffusers.__version__,
+        device=str(DEVICE),
+        tiny=ARGS.tiny,
+    )
+    if CUDA:
+        props = torch.cuda.get_device_properties(DEVICE)
+        env.update(gpu=props.name, gpu_mem_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
+    log("env " + json.dumps(env))
+    registry = load_registry(BUNDLED_REGISTRY)
+    for family in filter(None, ARGS.models.split(",")):
+        if family not in MODELS:
+            raise SystemExit(f"--models: unknown family {family!r}; use {', '.join(MODELS)}")
+        if RESULTS["models"] and time.time() - T0 > ARGS.budget_s * 0.5:
+            log(f"[skip] {family}: past half of --budget-s")
+            RESULTS["errors"].append({"model": family, "error": "skipped: budget"})
+            continue
+        try:
+            RESULTS["models"][family] = bench_model(family, registry)
+        except Exception as exc:  # one failed model must not lose the others' figures
+            traceback.print_exc()
+            RESULTS["errors"].append({"model": family, "error": f"{type(exc).__name__}: {exc}"[:500]})
+            reset_peak()
+        save()
+    RESULTS["total_s"] = round(time.time() - T0, 1)
+    save()
+    print("\n" + "=" * 100)
+    columns = ("model", "path", "s/step", "text s", "decode s", "total s", "GiB", "5 s video")
+    print("{:16} {:6} {:>8} {:>8} {:>9} {:>8} {:>6} {:>10}".format(*columns))
+    for family, row in RESULTS["models"].items():
+        for path in ("stock", "reel"):
+            if path in row:
+                r = row[path]
+                gib = r["peak_gib"] or float("nan")
+                print(
+                    f"{family:16} {path:6} {r['step_s']:>8.3f} {r['text_encode_s']:>8.3f} "
+                    f"{r['vae_decode_s']:>9.2f} {r['total_s']:>8.2f} {gib:>6.1f} {r['video_s_est']:>10.1f}"
+                )
+        if "reel_vs_stock" in row:
+            print(f"{family:16} reel speed-up vs stock: {row['reel_vs_stock']}")
+    for error in RESULTS["errors"]:
+        print(f"ERROR {error}")
+    print(f"total {RESULTS['total_s']} s")
+
+
+if __name__ == "__main__":
+    main()

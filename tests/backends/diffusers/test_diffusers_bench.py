@@ -1,0 +1,44 @@
+"""bench/diffusers_speed.py runs its whole code path on the CPU with tiny models (smoke test).
+
+The GPU figures come from the same script on a GPU; timings are never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.tiny_models import TEST_ENV
+
+pytest.importorskip("diffusers")
+SCRIPT = Path(__file__).parents[3] / "bench" / "diffusers_speed.py"
+
+
+def test_the_benchmark_times_stock_and_reel_paths(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--models", "wan2.2-ti2v,ltx-video"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **TEST_ENV, "OUT": str(tmp_path)},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "diffusers_speed.json").read_text())
+    assert results["errors"] == []
+    assert set(results["models"]) == {"wan2.2-ti2v", "ltx-video"}
+    for row in results["models"].values():
+        for path in ("stock", "reel"):
+            timed = row[path]
+            assert timed["steps"] == 4
+            assert timed["step_s"] > 0 and timed["total_s"] > 0 and timed["vae_decode_s"] > 0
+            assert timed["video_s_est"] >= timed["total_s"]
+        assert row["stock"]["text_encode_s"] > 0
+        assert row["reel"]["text_cache_hits"] >= 1  # the timed call reused the warm-up's embeddings
+        assert row["reel"]["frames_written"] == 2 * 8  # warm-up + timed call, 8 frames each
+        assert set(row["reel_vs_stock"]) == {"step", "vae_decode", "video"}
+    assert "reel speed-up vs stock" in done.stdout
