@@ -21,6 +21,8 @@ import wavespeed
 from reel.media.video import probe_video
 from support.cluster import MODEL, Cluster, WorkerProcess
 from support.media import png_base64
+from support.postgres import fresh_database
+from support.server import LiveServer
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +147,18 @@ def test_sigterm_hands_the_prediction_to_another_worker(cluster: Cluster, key: s
     final = _wait_for(api, key, prediction_id, lambda d: d["status"] in {"completed", "failed"})
     assert final["status"] == "completed"
     assert cluster.generations()[prediction_id] == 1
+
+
+@pytest.mark.e2e
+def test_reel_serve_with_its_own_worker_runs_on_postgresql(tmp_path: Path) -> None:
+    with fresh_database() as url:
+        server = LiveServer(tmp_path / "data", env={"REEL_DATABASE_URL": url, "REEL_SANDBOX": "1"}).start()
+        try:
+            key = Cluster(tmp_path, {"REEL_DATABASE_URL": url}).create_key()
+            client = wavespeed.Client(api_key=key, base_url=server.url)
+            result = client.run(MODEL, {"prompt": "one box", "image": png_base64(), "aspect_ratio": "1:1"})
+            assert httpx.get(result["outputs"][0], timeout=30).status_code == 200
+            assert "registered with the job queue" in server.log()  # dispatch went through procrastinate
+        finally:
+            server.stop()
+        assert not server.server_errors()

@@ -67,7 +67,9 @@ def build_dispatcher(
         mode = "procrastinate" if is_postgres(engine) else "table"
     if mode == "procrastinate":
         if not is_postgres(engine):
-            raise ValueError("REEL_DISPATCH=procrastinate needs PostgreSQL (REEL_DATABASE_URL=postgresql://...)")
+            raise ValueError(
+                "REEL_DISPATCH=procrastinate needs PostgreSQL (REEL_DATABASE_URL=postgresql://...)"
+            )
         from reel.dispatch.procrastinate import ProcrastinateDispatcher
 
         return ProcrastinateDispatcher(
