@@ -43,11 +43,15 @@ class IdempotencyMismatch(InvalidInput):
     """An ``Idempotency-Key`` was reused with a different request; retrying cannot fix it."""
 
 
-class StorageUnavailable(ReelError):
-    """The blob store (an S3 bucket) could not be reached or refused the request (HTTP 503).
-    Nothing the caller sent was wrong; the same request may succeed later."""
+class ServiceUnavailable(ReelError):
+    """Something Reel depends on is down (HTTP 503). Nothing the caller sent was wrong; the same
+    request may succeed later, and workers wait and retry."""
 
 
-class DatabaseUnavailable(StorageUnavailable):
-    """The database could not be reached, e.g. while PostgreSQL restarts (HTTP 503, like the
-    blob store being down). Raised in place of the driver's error by ``reel.store.db``."""
+class StorageUnavailable(ServiceUnavailable):
+    """The blob store (an S3 bucket) could not be reached or refused the request."""
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database could not be reached, e.g. while PostgreSQL restarts. Raised in place of the
+    driver's error by ``reel.store.db``."""

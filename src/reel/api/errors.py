@@ -22,7 +22,7 @@ from reel.errors import (
     InvalidInput,
     NotFound,
     ReelError,
-    StorageUnavailable,
+    ServiceUnavailable,
     TooLarge,
     Unauthorized,
 )
@@ -37,7 +37,7 @@ STATUS_BY_ERROR: list[tuple[type[ReelError], int]] = [
     (Unauthorized, 401),
     (NotFound, 404),
     (Conflict, 409),
-    (StorageUnavailable, 503),
+    (ServiceUnavailable, 503),
 ]
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reel.backends.base import Backend
-from reel.errors import StorageUnavailable
+from reel.errors import ServiceUnavailable
 from reel.predictions.clock import utcnow
 from reel.store.tables import Worker
 
@@ -54,6 +54,11 @@ class Presence:
                 )
             else:
                 row.last_seen_at = now
+                # Readiness changes while the worker runs (e.g. `reel models pull` finished):
+                # re-read it each beat so the model listing is never stale for long.
+                described = describe_backends(self._backends)
+                if described != row.models:
+                    row.models = described
             # Forget workers that stopped long ago, so the table does not grow forever.
             session.execute(delete(Worker).where(Worker.last_seen_at < now - PRESENCE_TTL * 30))
 
@@ -61,7 +66,7 @@ class Presence:
         while not stop.wait(PRESENCE_INTERVAL_S):
             try:
                 self.beat()
-            except (StorageUnavailable, OperationalError) as exc:  # the database is away
+            except (ServiceUnavailable, OperationalError) as exc:  # the database is away
                 log.warning("worker presence update failed (%s); retrying", exc)
             except Exception:
                 log.exception("worker presence update failed; retrying")

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from reel.backends.base import Backend, GenerationCancelled, GenerationError, GenerationRequest
 from reel.dispatch.base import Claim
-from reel.errors import StorageUnavailable
+from reel.errors import ServiceUnavailable
 from reel.media.safety import NsfwClassifier
 from reel.media.video import H264Writer
 from reel.predictions.clock import new_file_id, utcnow
@@ -43,9 +43,9 @@ from reel.wiring import Services
 
 log = logging.getLogger(__name__)
 
-UNAVAILABLE = (StorageUnavailable, OperationalError)
-"""The database (``DatabaseUnavailable`` is a ``StorageUnavailable``) or the blob store is
-unreachable, or SQLite stayed locked: worth waiting for, never a reason to fail a prediction."""
+UNAVAILABLE = (ServiceUnavailable, OperationalError)
+"""The database or the blob store is unreachable, or SQLite stayed locked: worth waiting for,
+never a reason to fail a prediction."""
 FIRST_RETRY_S = 0.2
 MAX_RETRY_S = 5.0
 

@@ -15,7 +15,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.exc import OperationalError
 
-from reel.errors import StorageUnavailable
+from reel.errors import ServiceUnavailable
 from reel.media.fetch import FetchError, post_safely
 from reel.predictions.clock import utcnow
 from reel.predictions.webhooks import sign
@@ -43,7 +43,7 @@ class WebhookSender:
         while not stop.is_set():
             try:
                 sent = self.send_due()
-            except (StorageUnavailable, OperationalError) as exc:  # the database is away
+            except (ServiceUnavailable, OperationalError) as exc:  # the database is away
                 log.warning("webhook sender: %s; retrying", exc)
                 sent = 0
             except Exception:
