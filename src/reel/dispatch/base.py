@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from reel.predictions.clock import utcnow
@@ -83,6 +84,28 @@ class Dispatcher(Protocol):
     def leave(self, worker_id: str) -> None:
         """The worker is shutting down and holds no claim any more."""
         ...
+
+
+def requeue_prediction(session: Session, claim: Claim) -> None:
+    """Put a held prediction back in the waiting state, if ``claim`` still holds it.
+
+    A hand-back is not a crash: it does not count against ``max_attempts``.
+    """
+    session.execute(
+        update(Prediction)
+        .where(
+            Prediction.id == claim.prediction_id,
+            Prediction.worker_id == claim.worker_id,
+            Prediction.status == Status.PROCESSING,
+        )
+        .values(
+            status=Status.CREATED,
+            worker_id=None,
+            lease_expires_at=None,
+            progress=0.0,
+            attempts=Prediction.attempts - 1,
+        )
+    )
 
 
 def give_up(session: Session, row: Prediction, on_failed: FailedHook | None) -> None:

@@ -22,7 +22,7 @@ from datetime import timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from reel.dispatch.base import Claim, FailedHook, give_up
+from reel.dispatch.base import Claim, FailedHook, give_up, requeue_prediction
 from reel.predictions.clock import utcnow
 from reel.predictions.states import Status
 from reel.store.tables import Prediction
@@ -141,22 +141,7 @@ class TableDispatcher:
 
     def release(self, claim: Claim) -> None:
         with self._sessions.begin() as session:
-            session.execute(
-                update(Prediction)
-                .where(
-                    Prediction.id == claim.prediction_id,
-                    Prediction.worker_id == claim.worker_id,
-                    Prediction.status == Status.PROCESSING,
-                )
-                .values(
-                    status=Status.CREATED,
-                    worker_id=None,
-                    lease_expires_at=None,
-                    progress=0.0,
-                    # A hand-back is not a crash: it does not count against max_attempts.
-                    attempts=Prediction.attempts - 1,
-                )
-            )
+            requeue_prediction(session, claim)
 
     def finished(self, claim: Claim) -> None:
         # The fenced write that ended the prediction also ended the lease.

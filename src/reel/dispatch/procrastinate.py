@@ -66,7 +66,7 @@ from sqlalchemy.engine import Connection, CursorResult, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from reel.dispatch.base import Claim, FailedHook, give_up
+from reel.dispatch.base import Claim, FailedHook, give_up, requeue_prediction
 from reel.errors import DatabaseUnavailable
 from reel.predictions.clock import utcnow
 from reel.predictions.states import TERMINAL, Status
@@ -354,22 +354,7 @@ class ProcrastinateDispatcher:
                             new_lock=None,
                         )
                         _notify_job(conn, queue_for(claim.model), int(claim.job_id or 0))
-                session.execute(
-                    update(Prediction)
-                    .where(
-                        Prediction.id == claim.prediction_id,
-                        Prediction.worker_id == claim.worker_id,
-                        Prediction.status == Status.PROCESSING,
-                    )
-                    .values(
-                        status=Status.CREATED,
-                        worker_id=None,
-                        lease_expires_at=None,
-                        progress=0.0,
-                        # A hand-back is not a crash: it does not count against max_attempts.
-                        attempts=Prediction.attempts - 1,
-                    )
-                )
+                requeue_prediction(session, claim)
         finally:
             self._forget(claim)
 

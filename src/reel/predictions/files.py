@@ -62,55 +62,53 @@ class FileService:
     def create_ticket(
         self, owner: Principal, filename: str, size: object, content_type: str | None
     ) -> UploadTicket:
-        if not isinstance(filename, str) or not filename.strip():
-            raise InvalidInput("filename", "is required")
+        """A two-step upload of a declared size (WaveSpeed's ``/media/uploads``)."""
+        filename = self._required_filename(filename)
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise InvalidInput("size", "must be a positive number of bytes")
         self._check_size(size, "size")
-        token = secrets.token_urlsafe(32)
-        name = safe_filename(filename)
-        file_id = new_file_id()
-        row = StoredFile(
-            id=file_id,
-            key_id=owner.key_id,
-            kind="upload",
-            blob_key=f"uploads/{file_id}/{name}",
-            filename=name,
-            content_type=(content_type or "application/octet-stream")[:100],
-            size=0,
-            declared_size=size,
-            upload_token_hash=hashlib.sha256(token.encode()).hexdigest(),
-            complete=False,
-            created_at=utcnow(),
-        )
-        with self._sessions.begin() as session:
-            session.add(row)
-        return UploadTicket(file=row, token=token)
+        return self._issue_ticket(owner, filename, content_type or "application/octet-stream", size)
 
     def create_open_ticket(self, owner: Principal, filename: object) -> UploadTicket:
         """A ticket for an upload whose size is not declared up front (Runway's ephemeral
         uploads): the bytes are capped at the upload limit when they arrive."""
+        name = safe_filename(self._required_filename(filename))
+        return self._issue_ticket(
+            owner, name, mimetypes.guess_type(name)[0] or "application/octet-stream", None
+        )
+
+    @staticmethod
+    def _required_filename(filename: object) -> str:
         if not isinstance(filename, str) or not filename.strip():
             raise InvalidInput("filename", "is required")
+        return filename
+
+    def _issue_ticket(
+        self, owner: Principal, filename: str, content_type: str, declared_size: int | None
+    ) -> UploadTicket:
         token = secrets.token_urlsafe(32)
+        row = self._new_upload_row(owner, filename, content_type)
+        row.size = 0
+        row.declared_size = declared_size
+        row.upload_token_hash = hashlib.sha256(token.encode()).hexdigest()
+        row.complete = False
+        with self._sessions.begin() as session:
+            session.add(row)
+        return UploadTicket(file=row, token=token)
+
+    @staticmethod
+    def _new_upload_row(owner: Principal, filename: str, content_type: str) -> StoredFile:
         name = safe_filename(filename)
         file_id = new_file_id()
-        row = StoredFile(
+        return StoredFile(
             id=file_id,
             key_id=owner.key_id,
             kind="upload",
             blob_key=f"uploads/{file_id}/{name}",
             filename=name,
-            content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
-            size=0,
-            declared_size=None,
-            upload_token_hash=hashlib.sha256(token.encode()).hexdigest(),
-            complete=False,
+            content_type=content_type[:100],
             created_at=utcnow(),
         )
-        with self._sessions.begin() as session:
-            session.add(row)
-        return UploadTicket(file=row, token=token)
 
     def pending_upload_size(self, file_id: str, token: str) -> int:
         """The most bytes an upload awaiting them may have, if ``token`` opens it: its
@@ -144,19 +142,9 @@ class FileService:
         self._check_size(len(data), "file")
         if not data:
             raise InvalidInput("file", "is empty")
-        name = safe_filename(filename)
-        file_id = new_file_id()
-        row = StoredFile(
-            id=file_id,
-            key_id=owner.key_id,
-            kind="upload",
-            blob_key=f"uploads/{file_id}/{name}",
-            filename=name,
-            content_type=content_type[:100],
-            size=len(data),
-            complete=True,
-            created_at=utcnow(),
-        )
+        row = self._new_upload_row(owner, filename, content_type)
+        row.size = len(data)
+        row.complete = True
         self._blobs.put_bytes(row.blob_key, data)
         with self._sessions.begin() as session:
             session.add(row)
