@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: serve test lint key clean check-services
+.PHONY: serve test lint key clean check-services check-node
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,8 +71,16 @@ check-services: $(VENV)/.installed
 	@$(BIN)/python -c "import psycopg; psycopg.connect('postgresql://postgres@$(PG_HOST):$(PG_PORT)/postgres', connect_timeout=5).close()" \
 		|| { echo "FAILED: PostgreSQL on $(PG_HOST):$(PG_PORT) (user postgres, trust auth) is needed by the tests and is not usable" >&2; exit 1; }
 
-test: lint $(CHROMIUM) check-services
+# The npm SDK tests (tests/api/test_npm_sdks.py) run node scripts; pytest installs the SDKs with
+# npm ci. Say so now rather than after the rest of the suite has run.
+NODE_MIN ?= 18
+check-node:
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= $(NODE_MIN) ? 0 : 1)' 2>/dev/null \
+		&& command -v npm >/dev/null \
+		|| { echo "FAILED: the npm SDK tests need Node >= $(NODE_MIN) and npm on PATH (node: $$(node --version 2>&1))" >&2; exit 1; }
+
+test: lint $(CHROMIUM) check-services check-node
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/js/node_modules

@@ -151,7 +151,8 @@ def test_unknown_routes_and_methods_answer_in_runways_shape(me: httpx.Client) ->
 
 
 def test_an_unknown_task_is_404(me: httpx.Client) -> None:
-    assert_runway_error(me.get("/v1/tasks/00000000-0000-4000-8000-000000000000"), 404, "not found")
+    unknown = "00000000-0000-4000-8000-000000000000"
+    assert_runway_error(me.get(f"/v1/tasks/{unknown}"), 404, "not found", unknown)
     assert_runway_error(me.get("/v1/tasks/not-a-uuid"), 404)
     assert_runway_error(me.delete("/v1/tasks/00000000-0000-4000-8000-000000000000"), 404)
 

@@ -27,11 +27,14 @@ from starlette.datastructures import UploadFile
 from reel.api.deps import CurrentKey, ServicesDep
 from reel.api.json_body import parse_as, read_json
 from reel.api.runway_view import RUNWAY_VERSION, created_task, prediction_id, task_object
-from reel.errors import Conflict, InvalidInput, TooLarge
+from reel.errors import Conflict, InvalidInput, NotFound, TooLarge
 from reel.predictions.idempotency import HEADER as IDEMPOTENCY_HEADER
 from reel.predictions.image_source import runway_uri
+from reel.predictions.keys import Principal
 from reel.predictions.runway_inputs import RUNWAY, reel_model
 from reel.predictions.states import ACTIVE
+from reel.store.tables import Prediction
+from reel.wiring import Services
 
 # A multipart body is the file plus boundaries, part headers and the form fields.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -68,9 +71,17 @@ async def image_to_video(request: Request, key: CurrentKey, services: ServicesDe
     return JSONResponse(created_task(submission.prediction), headers=headers)
 
 
+def _owned_task(services: Services, key: Principal, task_id: str) -> Prediction:
+    """The prediction behind ``task_id``; a 404 names the task id as the client spelled it."""
+    try:
+        return services.predictions.get(key, prediction_id(task_id))
+    except NotFound as exc:
+        raise NotFound(f"task {task_id!r} not found") from exc
+
+
 @router.get("/tasks/{task_id}", summary="A task's current state")
 def get_task(task_id: str, key: CurrentKey, services: ServicesDep) -> JSONResponse:
-    row = services.predictions.get(key, prediction_id(task_id))
+    row = _owned_task(services, key, task_id)
     return JSONResponse(task_object(row, services.settings.public_base, services.blobs))
 
 
@@ -78,8 +89,8 @@ def get_task(task_id: str, key: CurrentKey, services: ServicesDep) -> JSONRespon
 def delete_task(task_id: str, key: CurrentKey, services: ServicesDep) -> Response:
     """As Runway does: a waiting or running task is cancelled (GET then shows CANCELLED); any
     other task is deleted (GET then answers 404)."""
-    pid = prediction_id(task_id)
-    row = services.predictions.get(key, pid)
+    row = _owned_task(services, key, task_id)
+    pid = row.id
     if row.status in ACTIVE:
         try:
             services.predictions.cancel(key, pid)
