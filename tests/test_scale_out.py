@@ -19,6 +19,7 @@ import pytest
 import wavespeed
 
 from reel.media.video import probe_video
+from support import predictions_api
 from support.cluster import MODEL, Cluster, WorkerProcess
 from support.media import png_base64
 from support.postgres import fresh_database
@@ -38,41 +39,6 @@ def cluster(postgres_database: str, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def key(cluster: Cluster) -> str:
     return cluster.create_key()
-
-
-def _result(api: str, key: str, prediction_id: str) -> dict[str, Any]:
-    reply = httpx.get(
-        f"{api}/api/v3/predictions/{prediction_id}/result",
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=10,
-    )
-    assert reply.status_code == 200, reply.text
-    data: dict[str, Any] = reply.json()["data"]
-    return data
-
-
-def _submit(api: str, key: str, prompt: str) -> str:
-    reply = httpx.post(
-        f"{api}/api/v3/{MODEL}",
-        json={"prompt": prompt, "image": png_base64(), "aspect_ratio": "1:1"},
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=30,
-    )
-    assert reply.status_code == 200, reply.text
-    prediction_id: str = reply.json()["data"]["id"]
-    return prediction_id
-
-
-def _wait_for(
-    api: str, key: str, prediction_id: str, condition: Any, timeout_s: float = 90
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    data = _result(api, key, prediction_id)
-    while not condition(data):
-        assert time.monotonic() < deadline, f"condition not met in {timeout_s} s; last state {data}"
-        time.sleep(0.1)
-        data = _result(api, key, prediction_id)
-    return data
 
 
 @pytest.mark.e2e
@@ -104,8 +70,8 @@ def test_sdk_clients_of_either_replica_get_every_video(cluster: Cluster, key: st
 @pytest.mark.e2e
 def test_cancel_through_one_replica_stops_the_generation_on_the_worker(cluster: Cluster, key: str) -> None:
     first, second = (api.url for api in cluster.apis)
-    prediction_id = _submit(first, key, "long one [sandbox:delay=20]")
-    _wait_for(second, key, prediction_id, lambda d: d["status"] == "processing" and d["progress"] > 0)
+    prediction_id = predictions_api.submit(first, key, "long one [sandbox:delay=20]")
+    predictions_api.wait_for(second, key, prediction_id, predictions_api.is_generating)
     started = time.monotonic()
     reply = httpx.post(
         f"{second}/api/v3/predictions/{prediction_id}/cancel", headers={"Authorization": f"Bearer {key}"}
@@ -119,13 +85,10 @@ def test_cancel_through_one_replica_stops_the_generation_on_the_worker(cluster: 
     # Well before the 20 s it would take: stopped at a step, not at the end.
     assert time.monotonic() - started < 10
     assert prediction_id not in cluster.generations()
-    assert _result(first, key, prediction_id)["status"] == "cancelled"
+    assert predictions_api.result(first, key, prediction_id)["status"] == "cancelled"
     # The worker is free again.
-    follow_up = _submit(first, key, "after the cancel")
-    assert (
-        _wait_for(first, key, follow_up, lambda d: d["status"] in {"completed", "failed"})["status"]
-        == "completed"
-    )
+    follow_up = predictions_api.submit(first, key, "after the cancel")
+    assert predictions_api.wait_for(first, key, follow_up, predictions_api.has_ended)["status"] == "completed"
 
 
 def _holder(cluster: Cluster, prediction_id: str) -> WorkerProcess:
@@ -138,13 +101,13 @@ def _holder(cluster: Cluster, prediction_id: str) -> WorkerProcess:
 @pytest.mark.e2e
 def test_sigterm_hands_the_prediction_to_another_worker(cluster: Cluster, key: str) -> None:
     api = cluster.apis[0].url
-    prediction_id = _submit(api, key, "graceful [sandbox:delay=6]")
-    _wait_for(api, key, prediction_id, lambda d: d["status"] == "processing" and d["progress"] > 0)
+    prediction_id = predictions_api.submit(api, key, "graceful [sandbox:delay=6]")
+    predictions_api.wait_for(api, key, prediction_id, predictions_api.is_generating)
     holder = _holder(cluster, prediction_id)
     assert holder.stop() == 0
     assert f"prediction {prediction_id} handed back" in holder.log()
     cluster.add_worker()  # two workers again, for whatever runs next
-    final = _wait_for(api, key, prediction_id, lambda d: d["status"] in {"completed", "failed"})
+    final = predictions_api.wait_for(api, key, prediction_id, predictions_api.has_ended)
     assert final["status"] == "completed"
     assert cluster.generations()[prediction_id] == 1
 

@@ -17,11 +17,11 @@ import pytest
 
 from reel.dispatch.base import Claim
 from reel.dispatch.local import make_worker_id
-from reel.predictions.clock import new_prediction_id, utcnow
+from reel.predictions.clock import utcnow
 from reel.predictions.keys import Principal
 from reel.store.tables import Prediction, WebhookDelivery
 from reel.wiring import Services
-from support.factories import insert_prediction, load
+from support.factories import insert_prediction, load, new_prediction
 from support.modes import DISPATCH_MODES, services_in_mode
 
 MODEL = "runwayml/gen4-turbo"
@@ -167,20 +167,10 @@ def test_a_finished_prediction_is_not_offered_again(services: Services, key_id: 
 
 
 def test_a_submission_rolled_back_leaves_nothing_to_claim(services: Services, key_id: str) -> None:
-    prediction_id = new_prediction_id()
+    row = new_prediction(key_id, MODEL)
+    prediction_id = row.id
     with pytest.raises(RuntimeError), services.sessions.begin() as session:
-        session.add(
-            Prediction(
-                id=prediction_id,
-                key_id=key_id,
-                model=MODEL,
-                status="created",
-                input={},
-                params={},
-                input_blob="inputs/none.png",
-                created_at=utcnow(),
-            )
-        )
+        session.add(row)
         services.dispatcher.submitted(session, prediction_id, MODEL)
         raise RuntimeError("the request failed after the insert")
     assert services.dispatcher.claim("w", [MODEL]) is None

@@ -14,11 +14,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from reel.dispatch.procrastinate import MAX_QUEUE_BYTES, ProcrastinateDispatcher, queue_for
-from reel.predictions.clock import new_prediction_id, utcnow
 from reel.predictions.keys import Principal
-from reel.store.tables import Prediction
 from reel.wiring import Services
-from support.factories import insert_prediction, load, services_for
+from support.factories import insert_prediction, load, new_prediction, services_for
 from support.modes import close
 
 MODEL = "runwayml/gen4-turbo"
@@ -95,20 +93,10 @@ def test_the_database_refuses_a_second_waiting_job_for_one_prediction(
 
 
 def test_a_rolled_back_insert_leaves_no_job(services: Services, key_id: str) -> None:
-    prediction_id = new_prediction_id()
+    row = new_prediction(key_id, MODEL)
+    prediction_id = row.id
     with pytest.raises(RuntimeError), services.sessions.begin() as session:
-        session.add(
-            Prediction(
-                id=prediction_id,
-                key_id=key_id,
-                model=MODEL,
-                status="created",
-                input={},
-                params={},
-                input_blob="x.png",
-                created_at=utcnow(),
-            )
-        )
+        session.add(row)
         services.dispatcher.submitted(session, prediction_id, MODEL)
         assert len(jobs(services)) == 0  # not visible outside the transaction ...
         raise RuntimeError("abort")

@@ -16,31 +16,34 @@ def services_for(data_dir: Path, **settings: Any) -> Services:
     return build_services(Settings(data_dir=data_dir, **settings))
 
 
+def new_prediction(key_id: str, model: str = "runwayml/gen4-turbo") -> Prediction:
+    """A waiting prediction row, not yet added to any session."""
+    return Prediction(
+        id=new_prediction_id(),
+        key_id=key_id,
+        model=model,
+        status=Status.CREATED,
+        input={},
+        params={},
+        input_blob="inputs/none.png",
+        outputs=[],
+        output_file_ids=[],
+        nsfw=[],
+        error="",
+        progress=0.0,
+        inference_ms=0,
+        base64_output=False,
+        created_at=utcnow(),
+        attempts=0,
+    )
+
+
 def insert_prediction(services: Services, key_id: str, model: str = "runwayml/gen4-turbo") -> str:
-    prediction_id = new_prediction_id()
+    row = new_prediction(key_id, model)
     with services.sessions.begin() as session:
-        session.add(
-            Prediction(
-                id=prediction_id,
-                key_id=key_id,
-                model=model,
-                status=Status.CREATED,
-                input={},
-                params={},
-                input_blob="inputs/none.png",
-                outputs=[],
-                output_file_ids=[],
-                nsfw=[],
-                error="",
-                progress=0.0,
-                inference_ms=0,
-                base64_output=False,
-                created_at=utcnow(),
-                attempts=0,
-            )
-        )
-        services.dispatcher.submitted(session, prediction_id, model)
-    return prediction_id
+        session.add(row)
+        services.dispatcher.submitted(session, row.id, model)
+    return row.id
 
 
 def load(services: Services, prediction_id: str) -> Prediction:
