@@ -182,6 +182,63 @@ def timed_call(run: Callable[[int], Any], steps: int, pipe: Any) -> dict[str, An
     }
 
 
+@contextlib.contextmanager
+def recorded(row: dict[str, Any], family: str, path: str) -> Iterator[None]:
+    """An error in one path is printed and recorded; the other path still gets its figures."""
+    try:
+        yield
+    except Exception as exc:
+        traceback.print_exc()
+        message = f"{type(exc).__name__}: {exc}"[:500]
+        row.setdefault("path_errors", {})[path] = message
+        RESULTS["errors"].append({"model": family, "path": path, "error": message})
+        reset_peak()
+    finally:
+        save()
+
+
+def time_reel(
+    row: dict[str, Any],
+    runtime: DiffusersRuntime,
+    spec: ModelSpec,
+    pipe: Any,
+    image: Any,
+    prompt: str,
+    warmup_steps: int,
+) -> None:
+    """Reel's path: the registry settings applied by ``runtime.adopt``, run by ``DiffusersBackend``."""
+    engine = spec.diffusers
+    assert engine is not None
+    loaded = runtime.adopt(engine, pipe)
+    row["reel_memory_mode"] = loaded.memory
+    backend = DiffusersBackend(spec, runtime)
+    out_w, out_h = OUTPUT_16_9
+    out_frames = engine.max_frames - 1  # e.g. 121 generated -> 120 frames = 5 s at 24 fps
+
+    class CountingSink:
+        frames = 0
+
+        def write(self, frame: Any) -> None:
+            CountingSink.frames += 1
+
+    def reel(steps: int) -> None:
+        request = GenerationRequest(
+            "bench", spec.id, prompt, image, out_w, out_h, spec.fps, out_frames, seed=0,
+            params={"num_inference_steps": steps},
+        )  # fmt: skip
+        backend.run(loaded, request, CountingSink(), lambda _f: None, lambda: False)
+
+    log("reel: warm-up (compiles when compile = true; the prompt's embeddings get cached)")
+    warm = timed_call(reel, warmup_steps, pipe)
+    row["reel_warmup"] = warm
+    timed = timed_call(reel, ARGS.steps, pipe)
+    timed["text_encode_uncached_s"] = warm["text_encode_s"]
+    timed["text_cache_hits"] = loaded.texts.hits
+    timed["frames_written"] = CountingSink.frames
+    row["reel"] = timed
+    log(f"reel: {row['reel']}")
+
+
 def bench_model(family: str, registry: dict[str, ModelSpec]) -> dict[str, Any]:
     model_id, full_size, tiny_size = MODELS[family]
     spec = registry[model_id]
@@ -195,8 +252,6 @@ def bench_model(family: str, registry: dict[str, ModelSpec]) -> dict[str, Any]:
     # Reel generates at the registry's 16:9 size; the bench pins that size for both paths.
     engine = replace(engine, sizes={"16:9": (width, height)}, max_frames=frames)
     spec = replace(spec, diffusers=engine)
-    out_fps = spec.fps
-    out_frames = frames - 1  # e.g. 121 generated -> 120 frames = 5 s at 24 fps
     row: dict[str, Any] = {
         "model_id": model_id,
         "size": f"{width}x{height}x{frames}",
@@ -250,40 +305,28 @@ def bench_model(family: str, registry: dict[str, ModelSpec]) -> dict[str, Any]:
                 **extra,
             )
 
-        log("stock: warm-up")
-        stock(warmup_steps)
-        row["stock"] = timed_call(stock, ARGS.steps, pipe)
-        log(f"stock: {row['stock']}")
+        with recorded(row, family, "stock"):
+            log("stock: warm-up")
+            stock(warmup_steps)
+            row["stock"] = timed_call(stock, ARGS.steps, pipe)
+            log(f"stock: {row['stock']}")
 
     if "reel" in ARGS.paths:
         pipe.vae.to(TORCH_DTYPES[engine.vae_dtype])  # what from_pretrained(dtype=...) does on load
         runtime = DiffusersRuntime(str(DEVICE))
-        loaded = runtime.adopt(engine, pipe)
-        row["reel_memory_mode"] = loaded.memory
-        backend = DiffusersBackend(spec, runtime)
-        out_w, out_h = OUTPUT_16_9
-
-        class CountingSink:
-            frames = 0
-
-            def write(self, frame: Any) -> None:
-                CountingSink.frames += 1
-
-        def reel(steps: int) -> None:
-            request = GenerationRequest(
-                "bench", model_id, prompt, image, out_w, out_h, out_fps, out_frames, seed=0,
-                params={"num_inference_steps": steps},
-            )  # fmt: skip
-            backend.run(loaded, request, CountingSink(), lambda _f: None, lambda: False)
-
-        log("reel: warm-up (compiles when compile = true; the prompt's embeddings get cached)")
-        warm = timed_call(reel, warmup_steps, pipe)
-        row["reel_warmup"] = warm
-        row["reel"] = timed_call(reel, ARGS.steps, pipe)
-        row["reel"]["text_encode_uncached_s"] = warm["text_encode_s"]
-        row["reel"]["text_cache_hits"] = loaded.texts.hits
-        row["reel"]["frames_written"] = CountingSink.frames
-        log(f"reel: {row['reel']}")
+        with recorded(row, family, "reel"):
+            time_reel(row, runtime, spec, pipe, image, prompt, warmup_steps)
+        if "reel" not in row and (engine.compile or engine.attention_backend):
+            # Still worth a figure: the same path without the speed options that failed.
+            plain = replace(engine, compile=False, attention_backend="")
+            for loaded in runtime.loaded():
+                runtime.uncompile(loaded)
+                for transformer in loaded.transformers:
+                    transformer.reset_attention_backend()
+                runtime.evict(loaded)
+            with recorded(row, family, "reel without compile/attention backend"):
+                time_reel(row, runtime, replace(spec, diffusers=plain), pipe, image, prompt, warmup_steps)
+                row["reel_fallback"] = "compile and attention backend off after an error"
 
     for path in ("stock", "reel"):
         if path in row:
@@ -348,6 +391,8 @@ def main() -> None:
                     f"{family:16} {path:6} {r['step_s']:>8.3f} {r['text_encode_s']:>8.3f} "
                     f"{r['vae_decode_s']:>9.2f} {r['total_s']:>8.2f} {gib:>6.1f} {r['video_s_est']:>10.1f}"
                 )
+        if "reel_fallback" in row:
+            print(f"{family:16} reel: {row['reel_fallback']} ({row['path_errors']['reel']})")
         if "reel_vs_stock" in row:
             print(f"{family:16} reel speed-up vs stock: {row['reel_vs_stock']}")
     for error in RESULTS["errors"]:

@@ -205,3 +205,18 @@ def test_auto_memory_mode_follows_free_vram(free_gib: int, mode: str) -> None:
     weights = {"transformer": 10 * GIB, "text_encoder": 11 * GIB, "vae": int(1.4 * GIB)}
     assert pick_memory_mode("auto", free_gib * GIB, weights, 20.0) == mode
     assert pick_memory_mode("model_offload", 200 * GIB, weights, 20.0) == "model_offload"
+
+
+def test_weights_already_on_the_device_count_as_available() -> None:
+    """A pipeline adopted where it already lives (the GPU benchmark) must not look like a tenant."""
+    import torch
+
+    from reel.backends.diffusers.components import build_pipeline
+    from reel.backends.diffusers.runtime import _module_bytes, _resident_bytes
+
+    pipe = build_pipeline("wan2.2-ti2v", "tiny")
+    weights = sum(_module_bytes(pipe).values())
+    resident = _resident_bytes(pipe, torch.device("cpu"))
+    assert resident >= weights > 0  # parameters, plus buffers such as rotary tables
+    assert _resident_bytes(pipe, torch.device("meta")) == 0
+    assert _resident_bytes(None, torch.device("cpu")) == 0
