@@ -28,25 +28,15 @@ T0 = time.time()  # the --budget-s clock starts before the slow imports
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import gc  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
-import statistics  # noqa: E402
 import traceback  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-# Which registry entry (its Reel settings) each family is timed with, and its bench size.
-MODELS = {
-    "wan2.2-ti2v": ("runwayml/gen4-turbo", (1280, 704, 121), (64, 32, 9)),
-    "wan2.1-i2v": ("wavespeed-ai/wan-2.1/i2v-480p", (832, 480, 81), (48, 32, 9)),
-    "wan2.2-i2v-a14b": ("wavespeed-ai/wan-2.2/i2v-480p", (832, 480, 81), (48, 32, 9)),
-    "ltx-video": ("wavespeed-ai/ltx-video/i2v", (1024, 576, 121), (64, 32, 9)),
-}
-OUTPUT_16_9 = (1280, 720)
 STOCK_VAE_DTYPE = {"ltx-video": "bfloat16"}
 """The VAE dtype the diffusers docs use per family (Wan: float32)."""
 
@@ -56,7 +46,7 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--models", default="wan2.2-ti2v,wan2.1-i2v", help=f"comma list of {', '.join(MODELS)}"
+        "--models", default="wan2.2-ti2v,wan2.1-i2v", help="comma list of families (bench/common.py)"
     )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny configs and sizes (CPU smoke test)")
@@ -72,6 +62,7 @@ ARGS = parse_args()
 
 import torch  # noqa: E402
 
+from common import MODELS, OUTPUT_16_9, Stopwatch, test_image  # noqa: E402
 from reel.backends.base import GenerationRequest  # noqa: E402
 from reel.backends.diffusers.backend import DiffusersBackend  # noqa: E402
 from reel.backends.diffusers.components import build_pipeline  # noqa: E402
@@ -80,106 +71,12 @@ from reel.backends.registry import BUNDLED_REGISTRY, ModelSpec, load_registry  #
 
 DEVICE = torch.device(ARGS.device)
 CUDA = DEVICE.type == "cuda"
+WATCH = Stopwatch(DEVICE)
 RESULTS: dict[str, Any] = {"args": vars(ARGS), "env": {}, "models": {}, "errors": []}
 
 
 def log(message: str) -> None:
     print(f"[{time.time() - T0:6.1f}s] {message}", flush=True)
-
-
-def sync() -> None:
-    if CUDA:
-        torch.cuda.synchronize(DEVICE)
-
-
-class Probe:
-    """Times text encoding, VAE decoding and scheduler steps of whatever runs the pipeline."""
-
-    def __init__(self) -> None:
-        self.text: list[float] = []
-        self.decode: list[float] = []
-        self.step_marks: list[float] = []
-
-    @contextlib.contextmanager
-    def watching(self, pipe: Any) -> Iterator[None]:
-        undo = [
-            _wrap(pipe, "encode_prompt", self.text),
-            _wrap(pipe.vae, "decode", self.decode),
-            _mark_steps(type(pipe.scheduler), self.step_marks),
-        ]
-        try:
-            yield
-        finally:
-            for restore in undo:
-                restore()
-
-    def step_s(self) -> float:
-        gaps = [b - a for a, b in zip(self.step_marks, self.step_marks[1:], strict=False)]
-        return statistics.median(gaps) if gaps else float("nan")
-
-
-def _wrap(owner: Any, name: str, into: list[float]) -> Callable[[], None]:
-    original = getattr(owner, name)
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        sync()
-        started = time.perf_counter()
-        result = original(*args, **kwargs)
-        sync()
-        into.append(time.perf_counter() - started)
-        return result
-
-    setattr(owner, name, timed)
-    return lambda: delattr(owner, name) if name in vars(owner) else None
-
-
-def _mark_steps(scheduler_class: type, into: list[float]) -> Callable[[], None]:
-    original = scheduler_class.step
-
-    def marked(self: Any, *args: Any, **kwargs: Any) -> Any:
-        result = original(self, *args, **kwargs)
-        sync()
-        into.append(time.perf_counter())
-        return result
-
-    scheduler_class.step = marked  # type: ignore[attr-defined]
-    return lambda: setattr(scheduler_class, "step", original)
-
-
-def peak_gib() -> float | None:
-    return round(torch.cuda.max_memory_allocated(DEVICE) / 2**30, 2) if CUDA else None
-
-
-def reset_peak() -> None:
-    if CUDA:
-        gc.collect()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(DEVICE)
-
-
-def test_image(width: int, height: int) -> Any:
-    from PIL import Image
-
-    return Image.effect_mandelbrot((width, height), (-2.0, -1.2, 1.0, 1.2), 60).convert("RGB")
-
-
-def timed_call(run: Callable[[int], Any], steps: int, pipe: Any) -> dict[str, Any]:
-    probe = Probe()
-    reset_peak()
-    with probe.watching(pipe):
-        sync()
-        started = time.perf_counter()
-        run(steps)
-        sync()
-        total = time.perf_counter() - started
-    return {
-        "total_s": round(total, 3),
-        "steps": steps,
-        "step_s": round(probe.step_s(), 4),
-        "text_encode_s": round(sum(probe.text), 4),
-        "vae_decode_s": round(sum(probe.decode), 3),
-        "peak_gib": peak_gib(),
-    }
 
 
 @contextlib.contextmanager
@@ -192,7 +89,7 @@ def recorded(row: dict[str, Any], family: str, path: str) -> Iterator[None]:
         message = f"{type(exc).__name__}: {exc}"[:500]
         row.setdefault("path_errors", {})[path] = message
         RESULTS["errors"].append({"model": family, "path": path, "error": message})
-        reset_peak()
+        WATCH.reset_peak()
     finally:
         save()
 
@@ -229,9 +126,9 @@ def time_reel(
         backend.run(loaded, request, CountingSink(), lambda _f: None, lambda: False)
 
     log("reel: warm-up (compiles when compile = true; the prompt's embeddings get cached)")
-    warm = timed_call(reel, warmup_steps, pipe)
+    warm = WATCH.timed_call(reel, warmup_steps, pipe)
     row["reel_warmup"] = warm
-    timed = timed_call(reel, ARGS.steps, pipe)
+    timed = WATCH.timed_call(reel, ARGS.steps, pipe)
     timed["text_encode_uncached_s"] = warm["text_encode_s"]
     timed["text_cache_hits"] = loaded.texts.hits
     timed["frames_written"] = CountingSink.frames
@@ -308,7 +205,7 @@ def bench_model(family: str, registry: dict[str, ModelSpec]) -> dict[str, Any]:
         with recorded(row, family, "stock"):
             log("stock: warm-up")
             stock(warmup_steps)
-            row["stock"] = timed_call(stock, ARGS.steps, pipe)
+            row["stock"] = WATCH.timed_call(stock, ARGS.steps, pipe)
             log(f"stock: {row['stock']}")
 
     if "reel" in ARGS.paths:
@@ -375,7 +272,7 @@ def main() -> None:
         except Exception as exc:  # one failed model must not lose the others' figures
             traceback.print_exc()
             RESULTS["errors"].append({"model": family, "error": f"{type(exc).__name__}: {exc}"[:500]})
-            reset_peak()
+            WATCH.reset_peak()
         save()
     RESULTS["total_s"] = round(time.time() - T0, 1)
     save()

@@ -42,3 +42,23 @@ def test_the_benchmark_times_stock_and_reel_paths(tmp_path: Path) -> None:
         assert row["reel"]["frames_written"] == 2 * 8  # warm-up + timed call, 8 frames each
         assert set(row["reel_vs_stock"]) == {"step", "vae_decode", "video"}
     assert "reel speed-up vs stock" in done.stdout
+
+
+def test_the_memory_drill_steps_down_after_an_oom_and_times_each_mode(tmp_path: Path) -> None:
+    script = SCRIPT.with_name("gpu_memory_modes.py")
+    done = subprocess.run(
+        [sys.executable, str(script), "--tiny", "--device", "cpu", "--fake-oom"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **TEST_ENV, "OUT": str(tmp_path)},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "memory_modes.json").read_text())
+    failed, recovered = results["oom"]
+    assert failed["mode"] == "full" and failed["outcome"] == "failed"
+    assert "out of GPU memory" in failed["reason"] and "vae_tiling" in failed["reason"]
+    assert recovered["mode"] == failed["next_mode"] == "vae_tiling"
+    assert recovered["outcome"] == "completed" and recovered["steps"] == 3
+    assert set(results["modes"]) == {"vae_tiling", "model_offload", "sequential_offload"}
+    assert results["errors"] == []
