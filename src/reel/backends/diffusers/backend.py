@@ -159,7 +159,7 @@ class DiffusersBackend:
         except (GenerationCancelled, GenerationError):
             raise
         except torch.OutOfMemoryError as exc:
-            return str(exc).split("\n")[0][:300], True
+            return _oom_reason(exc), True
         except Exception as exc:
             log.exception("%s: generation failed", self.spec.id)
             return f"{type(exc).__name__}: {str(exc)[:500]}", False
@@ -326,3 +326,13 @@ class DiffusersBackend:
             return dict(zip(names, encoded, strict=True))
 
         return loaded.texts.get((prompt, negative, guided), encode)
+
+
+def _oom_reason(exc: BaseException) -> str:
+    """The part of a CUDA OOM message a user can read: the allocator's accounting after it is noise.
+
+    torch says "CUDA out of memory. Tried to allocate 672.00 MiB. GPU 0 has a total capacity of
+    ... Of the allocated memory ..." on one line; the reason keeps what precedes "GPU 0 has".
+    """
+    first_line = str(exc).split("\n")[0]
+    return first_line.split(" GPU ")[0].strip()[:300]
