@@ -10,6 +10,28 @@ import pytest
 from support.postgres import empty_tables, fresh_database
 from support.server import LiveServer, create_key
 
+
+# `make test` must fail loudly when something it needs is missing (PostgreSQL, diffusers, an
+# IPv6 loopback, ...): a skipped test is reported as a failure, with the reason it gave.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    _no_skips(outcome.get_result())  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    outcome = yield
+    _no_skips(outcome.get_result())  # type: ignore[attr-defined]
+
+
+def _no_skips(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped, which this suite does not allow: {reason}"
+
+
 # Long enough for a plain clip even on a loaded 2-core CI machine; the sync-timeout test runs its
 # own server with a one-second wait.
 SYNC_WAIT_S = "60"

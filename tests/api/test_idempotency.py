@@ -282,7 +282,7 @@ def services(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432: {exc}")
+        pytest.fail(f"PostgreSQL is not reachable at 127.0.0.1:5432: {exc}")
     built = services_for(tmp_path / "data", database_url=f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}")
     yield built
     built.engine.dispose()
