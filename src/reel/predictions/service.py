@@ -164,17 +164,25 @@ class PredictionService:
                 self._dispatcher.submitted(session, prediction_id, model)
         except IntegrityError:
             # A concurrent duplicate recorded the same Idempotency-Key first: answer with its prediction.
-            try:
-                self._blobs.delete(input_blob)
-            except StorageUnavailable as exc:
-                log.error("a duplicate submit left blob %s behind: %s", input_blob, exc.message)
+            self._drop_input(input_blob, "a duplicate submit")
             if idempotent is None or (earlier := self._idempotency.find(idempotent)) is None:
                 raise
             return Submission(self.get(owner, earlier), parsed.enable_sync_mode, replayed=True)
+        except Exception:
+            # Nothing was recorded (the database is down, say): the caller gets the error, and the
+            # input stored for a prediction that does not exist must not stay behind.
+            self._drop_input(input_blob, "a failed submit")
+            raise
         log.info(
             "prediction %s created: model=%s %s %dx%d", prediction_id, model, aspect_ratio, width, height
         )
         return Submission(prediction=row, sync=parsed.enable_sync_mode)
+
+    def _drop_input(self, input_blob: str, why: str) -> None:
+        try:
+            self._blobs.delete(input_blob)
+        except StorageUnavailable as exc:
+            log.error("%s left blob %s behind: %s", why, input_blob, exc.message)
 
     def _check_webhook(self, url: str) -> None:
         if len(url) > 2000:
