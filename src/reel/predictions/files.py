@@ -3,25 +3,40 @@
 A file's URL (``/files/{id}/{name}``) is a capability, like a CDN link: the id is 192 random
 bits, so the URL can be handed to a ``<video>`` tag or another service. Using an upload as
 a prediction's ``image`` additionally requires that the same key made it.
+
+Runway's ephemeral uploads (``runway://`` URIs) last 24 hours, as Runway's own do; an upload
+ticket whose bytes never arrived lapses after the same time. The workers' housekeeping thread
+deletes both with :meth:`FileService.sweep_expired`. WaveSpeed uploads are kept.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import mimetypes
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from reel.errors import InvalidInput, NotFound, TooLarge
+from reel.errors import InvalidInput, NotFound, StorageUnavailable, TooLarge
 from reel.predictions.clock import new_file_id, utcnow
 from reel.predictions.keys import Principal
 from reel.storage.base import BlobStore
 from reel.store.tables import StoredFile
+
+log = logging.getLogger(__name__)
+
+EPHEMERAL_UPLOAD_TTL = timedelta(hours=24)
+"""How long a Runway upload (``runway://``) can be used."""
+UNUSED_TICKET_TTL = timedelta(hours=24)
+"""How long an upload ticket waits for its bytes."""
+SWEEP_BATCH = 500
 
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # Types the server may label a file with; anything else is served as an opaque download so
@@ -74,7 +89,11 @@ class FileService:
         uploads): the bytes are capped at the upload limit when they arrive."""
         name = safe_filename(self._required_filename(filename))
         return self._issue_ticket(
-            owner, name, mimetypes.guess_type(name)[0] or "application/octet-stream", None
+            owner,
+            name,
+            mimetypes.guess_type(name)[0] or "application/octet-stream",
+            None,
+            expires_at=utcnow() + EPHEMERAL_UPLOAD_TTL,
         )
 
     @staticmethod
@@ -84,10 +103,17 @@ class FileService:
         return filename
 
     def _issue_ticket(
-        self, owner: Principal, filename: str, content_type: str, declared_size: int | None
+        self,
+        owner: Principal,
+        filename: str,
+        content_type: str,
+        declared_size: int | None,
+        *,
+        expires_at: datetime | None = None,
     ) -> UploadTicket:
         token = secrets.token_urlsafe(32)
         row = self._new_upload_row(owner, filename, content_type)
+        row.expires_at = expires_at
         row.size = 0
         row.declared_size = declared_size
         row.upload_token_hash = hashlib.sha256(token.encode()).hexdigest()
@@ -115,7 +141,7 @@ class FileService:
         declared size, or the upload limit when none was declared."""
         with self._sessions() as session:
             row = session.get(StoredFile, file_id)
-            if row is None or row.complete or row.upload_token_hash is None:
+            if row is None or row.complete or row.upload_token_hash is None or _lapsed(row):
                 raise NotFound("no pending upload at this URL (it may have been used already)")
             presented = hashlib.sha256(token.encode()).hexdigest()
             if not hmac.compare_digest(row.upload_token_hash, presented):
@@ -153,7 +179,7 @@ class FileService:
     def served(self, file_id: str, filename: str) -> ServedFile:
         with self._sessions() as session:
             row = session.get(StoredFile, file_id)
-            if row is None or not row.complete or row.filename != filename:
+            if row is None or not row.complete or row.filename != filename or _expired(row):
                 raise NotFound("no such file")
             content_type = (
                 row.content_type if row.content_type in INLINE_TYPES else "application/octet-stream"
@@ -165,5 +191,49 @@ class FileService:
             row = session.get(StoredFile, file_id)
             if row is None or not row.complete or row.key_id != owner.key_id:
                 raise InvalidInput(field, "does not name a finished upload made with this key")
+            if _expired(row):
+                raise InvalidInput(
+                    field, "names an upload that expired (uploads last 24 hours); upload again"
+                )
             blob_key = row.blob_key
         return self._blobs.read_bytes(blob_key)
+
+    def sweep_expired(self, now: datetime | None = None) -> int:
+        """Delete expired uploads and lapsed tickets, bytes first; returns how many went.
+
+        Safe to run from several workers at once: deleting a blob or row twice is harmless.
+        """
+        now = now or utcnow()
+        gone = or_(
+            StoredFile.expires_at <= now,
+            and_(StoredFile.complete.is_(False), StoredFile.created_at <= now - UNUSED_TICKET_TTL),
+        )
+        with self._sessions() as session:
+            rows = session.execute(
+                select(StoredFile.id, StoredFile.blob_key)
+                .where(StoredFile.kind == "upload", gone)
+                .limit(SWEEP_BATCH)
+            ).all()
+        swept = []
+        for file_id, blob_key in rows:
+            try:
+                self._blobs.delete(blob_key)
+            except StorageUnavailable as exc:  # keep the row, so the next sweep tries again
+                log.warning("could not delete expired upload %s: %s", blob_key, exc.message)
+                continue
+            swept.append(file_id)
+        if swept:
+            with self._sessions.begin() as session:
+                for row in session.scalars(select(StoredFile).where(StoredFile.id.in_(swept))):
+                    session.delete(row)
+            log.info("swept %d expired upload(s)", len(swept))
+        return len(swept)
+
+
+def _expired(row: StoredFile) -> bool:
+    return row.expires_at is not None and row.expires_at <= utcnow()
+
+
+def _lapsed(row: StoredFile) -> bool:
+    """A ticket whose bytes did not arrive in time (or whose upload expired meanwhile)."""
+    return _expired(row) or row.created_at <= utcnow() - UNUSED_TICKET_TTL

@@ -120,6 +120,8 @@ class StoredFile(Base):
     complete: Mapped[bool] = mapped_column(Boolean, default=False)
     prediction_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    """When the file stops being usable and is swept (Runway's ephemeral uploads); None: kept."""
 
 
 class IdempotencyRecord(Base):

@@ -19,6 +19,7 @@ from reel.dispatch.local import make_worker_id
 from reel.logs import setup_logging
 from reel.settings import Settings
 from reel.wiring import build_services
+from reel.worker.housekeeping import Housekeeping
 from reel.worker.presence import Presence
 from reel.worker.runner import Worker
 from reel.worker.webhooks import WebhookSender
@@ -80,6 +81,9 @@ def run_worker_process(settings: Settings, *, child_of_server: bool = False) -> 
         threading.Thread(target=presence.run_forever, args=(stop,), name="presence", daemon=True),
         threading.Thread(
             target=WebhookSender(services, worker_id).run_forever, args=(stop,), name="webhooks", daemon=True
+        ),
+        threading.Thread(
+            target=Housekeeping(services).run_forever, args=(stop,), name="housekeeping", daemon=True
         ),
     ]
     for thread in threads:
