@@ -55,15 +55,16 @@ def slow_polling(services: Services) -> ProcrastinateDispatcher:
     )
 
 
-def listening(services: Services) -> bool:
+def listeners(services: Services) -> set[int]:
+    """Backend pids of this database's connections whose last statement was a LISTEN."""
     with services.engine.connect() as conn:
         found = conn.execute(
             text(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN%' AND state = 'idle'"
             )
-        ).scalar()
-    return bool(found)
+        ).scalars()
+        return set(found)
 
 
 def waiting(dispatcher: ProcrastinateDispatcher) -> tuple[threading.Thread, threading.Event]:
@@ -141,21 +142,20 @@ def test_notifications_come_back_after_the_listening_connection_is_killed(
     dispatcher = slow_polling(services)
     try:
         assert dispatcher.claim("idle", [MODEL]) is None
-        time.sleep(0.5)
-        with services.engine.begin() as conn:
-            killed = conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-                )
-            ).all()
-        assert killed, "no LISTEN connection found"
         deadline = time.monotonic() + 10
-        while not listening(services) and time.monotonic() < deadline:
+        while not (old := listeners(services)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert listening(services), "the listener did not reconnect"
-        time.sleep(0.5)
-        dispatcher._wake.clear()  # a reconnection wakes the worker once; wait for the insert's
+        assert old, "no LISTEN connection found"
+        with services.engine.begin() as conn:
+            for pid in old:
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        # The listener wakes the worker when it notices the loss and again when it reconnects,
+        # before its new connection LISTENs: once a new pid listens, both wakes are behind us.
+        deadline = time.monotonic() + 15
+        while not (listeners(services) - old) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert listeners(services) - old, "the listener did not reconnect"
+        dispatcher._wake.clear()  # wait for the insert's notification alone
         thread, stop = waiting(dispatcher)
         thread.start()
         time.sleep(0.5)
