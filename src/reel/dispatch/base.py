@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, and_, update
 from sqlalchemy.orm import Session
 
 from reel.predictions.clock import utcnow
@@ -84,6 +84,27 @@ class Dispatcher(Protocol):
     def leave(self, worker_id: str) -> None:
         """The worker is shutting down and holds no claim any more."""
         ...
+
+
+def held_by(claim: Claim) -> ColumnElement[bool]:
+    """The fence on a claim holder's writes: its prediction, still running under this worker
+    and not deleted. A write that matches no row means the claim was lost."""
+    return and_(
+        Prediction.id == claim.prediction_id,
+        Prediction.worker_id == claim.worker_id,
+        Prediction.status == Status.PROCESSING,
+        Prediction.deleted_at.is_(None),
+    )
+
+
+def extend_lease(session: Session, claim: Claim, lease_expires_at: object, progress: float | None) -> bool:
+    """Move the held prediction's lease to ``lease_expires_at`` (and record ``progress``);
+    False when ``claim`` no longer holds it."""
+    values: dict[str, object] = {"lease_expires_at": lease_expires_at}
+    if progress is not None:
+        values["progress"] = progress
+    result = session.execute(update(Prediction).where(held_by(claim)).values(**values))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def requeue_prediction(session: Session, claim: Claim) -> None:

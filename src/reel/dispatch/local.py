@@ -22,7 +22,7 @@ from datetime import timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from reel.dispatch.base import Claim, FailedHook, give_up, requeue_prediction
+from reel.dispatch.base import Claim, FailedHook, extend_lease, give_up, requeue_prediction
 from reel.predictions.clock import utcnow
 from reel.predictions.states import Status
 from reel.store.tables import Prediction
@@ -123,21 +123,8 @@ class TableDispatcher:
             )
 
     def heartbeat(self, claim: Claim, progress: float | None = None) -> bool:
-        values: dict[str, object] = {"lease_expires_at": utcnow() + self._lease}
-        if progress is not None:
-            values["progress"] = progress
         with self._sessions.begin() as session:
-            result = session.execute(
-                update(Prediction)
-                .where(
-                    Prediction.id == claim.prediction_id,
-                    Prediction.worker_id == claim.worker_id,
-                    Prediction.status == Status.PROCESSING,
-                    Prediction.deleted_at.is_(None),
-                )
-                .values(**values)
-            )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return extend_lease(session, claim, utcnow() + self._lease, progress)
 
     def release(self, claim: Claim) -> None:
         with self._sessions.begin() as session:

@@ -66,7 +66,7 @@ from sqlalchemy.engine import Connection, CursorResult, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from reel.dispatch.base import Claim, FailedHook, give_up, requeue_prediction
+from reel.dispatch.base import Claim, FailedHook, extend_lease, give_up, requeue_prediction
 from reel.errors import DatabaseUnavailable
 from reel.predictions.clock import utcnow
 from reel.predictions.states import TERMINAL, Status
@@ -298,21 +298,8 @@ class ProcrastinateDispatcher:
 
     def heartbeat(self, claim: Claim, progress: float | None = None) -> bool:
         held = self._holding(claim)
-        values: dict[str, object] = {"lease_expires_at": self._lease_end()}
-        if progress is not None:
-            values["progress"] = progress
         with self._watching_the_database(), self._sessions.begin() as session:
-            result = session.execute(
-                update(Prediction)
-                .where(
-                    Prediction.id == claim.prediction_id,
-                    Prediction.worker_id == claim.worker_id,
-                    Prediction.status == Status.PROCESSING,
-                    Prediction.deleted_at.is_(None),
-                )
-                .values(**values)
-            )
-            row_held = bool(result.rowcount)  # type: ignore[attr-defined]
+            row_held = extend_lease(session, claim, self._lease_end(), progress)
             if held is None:
                 return False
             conn = session.connection()

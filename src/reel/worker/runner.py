@@ -29,7 +29,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from reel.backends.base import Backend, GenerationCancelled, GenerationError, GenerationRequest
-from reel.dispatch.base import Claim
+from reel.dispatch.base import Claim, held_by
 from reel.errors import ServiceUnavailable
 from reel.media.safety import NsfwClassifier
 from reel.media.video import H264Writer
@@ -246,16 +246,7 @@ class Worker:
         return False
 
     def _owned_row(self, session: Session, claim: Claim) -> Prediction | None:
-        return session.scalars(
-            select(Prediction)
-            .where(
-                Prediction.id == claim.prediction_id,
-                Prediction.worker_id == claim.worker_id,
-                Prediction.status == Status.PROCESSING,
-                Prediction.deleted_at.is_(None),
-            )
-            .with_for_update()
-        ).first()
+        return session.scalars(select(Prediction).where(held_by(claim)).with_for_update()).first()
 
     def _complete(self, claim: Claim, video: Path, inference_ms: int, flagged: bool) -> None:
         blobs = self._services.blobs
