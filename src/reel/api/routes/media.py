@@ -10,13 +10,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from reel.api.blob_response import stream_blob
 from reel.api.deps import CurrentKey, ServicesDep
 from reel.api.envelope import success
 from reel.api.json_body import parse_as, read_json
-from reel.errors import InvalidInput, TooLarge
+from reel.api.multipart_body import read_file_part
+from reel.errors import TooLarge
 from reel.predictions.files import StoredFile
 from reel.settings import Settings
 
@@ -83,13 +83,7 @@ async def put_upload(file_id: str, token: str, request: Request, services: Servi
 
 @router.post("/api/v3/media/upload/binary", summary="One-step upload (multipart field 'file')")
 async def upload_binary(request: Request, key: CurrentKey, services: ServicesDep) -> JSONResponse:
-    try:
-        form = await request.form(max_files=1, max_fields=10)
-    except Exception as exc:  # malformed multipart bodies raise several parser-specific types
-        raise InvalidInput("file", f"could not read the multipart body ({exc})") from exc
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise InvalidInput("file", "a multipart file part named 'file' is required")
+    upload = await read_file_part(request, max_fields=10)
     data = await upload.read(services.settings.max_upload_bytes + 1)
     row = await run_in_threadpool(
         services.files.store_upload,

@@ -22,10 +22,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from reel.api.deps import CurrentKey, ServicesDep
 from reel.api.json_body import parse_as, read_json
+from reel.api.multipart_body import read_file_part
 from reel.api.runway_view import RUNWAY_VERSION, created_task, prediction_id, task_object
 from reel.errors import Conflict, InvalidInput, NotFound, TooLarge
 from reel.predictions.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -131,13 +131,7 @@ async def upload_content(file_id: str, token: str, request: Request, services: S
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD_BYTES:
         raise TooLarge("file", f"the body is {declared} bytes; uploads are limited to {limit} bytes")
-    try:
-        form = await request.form(max_files=1, max_fields=20)
-    except Exception as exc:  # malformed multipart bodies raise several parser-specific types
-        raise InvalidInput("file", f"could not read the multipart body ({exc})") from exc
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise InvalidInput("file", "a multipart file part named 'file' is required")
+    upload = await read_file_part(request, max_fields=20)
     size = upload.size if upload.size is not None else 0
     if size > limit:
         raise TooLarge("file", f"{size} bytes is over the {limit}-byte upload limit")
@@ -151,5 +145,5 @@ async def upload_content(file_id: str, token: str, request: Request, services: S
         await run_in_threadpool(services.files.complete_upload, file_id, token, received)
     finally:
         received.unlink(missing_ok=True)
-        await form.close()
+        await upload.close()
     return Response(status_code=204)
