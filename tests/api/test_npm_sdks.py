@@ -26,8 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reel.media.video import probe_video
-from support.media import png_bytes
+from support.media import check_video, png_bytes
 from support.server import LiveServer
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
@@ -144,16 +143,6 @@ def square_png(tmp_path: Path) -> str:
     path = tmp_path / "square.png"
     path.write_bytes(png_bytes(320, 320))
     return str(path)
-
-
-def check_video(url: str, tmp_path: Path, size: tuple[int, int], seconds: int) -> None:
-    path = tmp_path / "out.mp4"
-    path.write_bytes(httpx.get(url, timeout=30).raise_for_status().content)
-    info = probe_video(path)
-    assert (info.width, info.height) == size
-    assert info.codec == "h264"
-    assert info.fps == pytest.approx(24)
-    assert info.frame_count == seconds * 24
 
 
 def test_the_installed_sdks_are_the_contracts_versions(node: str) -> None:

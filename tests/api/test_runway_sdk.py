@@ -10,15 +10,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import runwayml
 from runwayml import RunwayML
 from runwayml.lib import polling
 from runwayml.lib.polling import TaskFailedError
 
-from reel.media.video import probe_video
-from support.media import png_bytes, png_data_uri
+from support.media import check_video, png_bytes, png_data_uri
 from support.server import LiveServer
 
 SLOW = "a slow push-in [sandbox:delay=60]"
@@ -48,16 +46,6 @@ def made(client: RunwayML) -> Iterator[list[str]]:
             client.tasks.delete(task_id)  # ... and then deleted
         except runwayml.NotFoundError:
             pass
-
-
-def check_video(url: str, tmp_path: Path, size: tuple[int, int], seconds: int) -> None:
-    path = tmp_path / "out.mp4"
-    path.write_bytes(httpx.get(url, timeout=30).raise_for_status().content)
-    info = probe_video(path)
-    assert (info.width, info.height) == size
-    assert info.codec == "h264"
-    assert info.fps == pytest.approx(24)
-    assert info.frame_count == seconds * 24
 
 
 def wait_until_running(client: RunwayML, task_id: str, timeout_s: float = 60.0) -> None:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
+import httpx
+import pytest
 from PIL import Image
+
+from reel.media.video import probe_video
 
 
 def png_bytes(width: int = 640, height: int = 360, color: tuple[int, int, int] = (200, 40, 40)) -> bytes:
@@ -25,3 +30,14 @@ def png_base64(*args: int) -> str:
 
 def png_data_uri(*args: int) -> str:
     return "data:image/png;base64," + png_base64(*args)
+
+
+def check_video(url: str, tmp_path: Path, size: tuple[int, int], seconds: int) -> None:
+    """The MP4 at ``url`` is an H.264 video of ``size`` lasting ``seconds`` at 24 fps."""
+    path = tmp_path / "out.mp4"
+    path.write_bytes(httpx.get(url, timeout=30).raise_for_status().content)
+    info = probe_video(path)
+    assert (info.width, info.height) == size
+    assert info.codec == "h264"
+    assert info.fps == pytest.approx(24)
+    assert info.frame_count == seconds * 24
