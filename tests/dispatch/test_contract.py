@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from reel.dispatch.base import Claim
 from reel.dispatch.local import make_worker_id
 from reel.predictions.clock import utcnow
 from reel.predictions.keys import Principal
 from reel.store.tables import Prediction, WebhookDelivery
 from reel.wiring import Services
-from support.factories import insert_prediction, load, new_prediction
+from support.factories import claim_soon, insert_prediction, load, new_prediction
 from support.modes import DISPATCH_MODES, services_in_mode
 
 MODEL = "runwayml/gen4-turbo"
@@ -40,18 +39,6 @@ def services(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[Service
 @pytest.fixture
 def key_id(services: Services) -> str:
     return services.keys.create("t")[1].id
-
-
-def claim_soon(services: Services, worker: str, timeout_s: float = 10.0) -> Claim:
-    """Claim for ``worker`` as soon as the dispatcher offers something (a takeover waits for
-    the holder's silence to be noticed)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        claim = services.dispatcher.claim(worker, [MODEL])
-        if claim is not None:
-            return claim
-        time.sleep(0.05)
-    raise AssertionError(f"{worker} got nothing to claim in {timeout_s} s")
 
 
 def test_claims_oldest_first_and_only_for_served_models(services: Services, key_id: str) -> None:

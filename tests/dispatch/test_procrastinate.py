@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from reel.dispatch.procrastinate import MAX_QUEUE_BYTES, ProcrastinateDispatcher, queue_for
 from reel.predictions.keys import Principal
 from reel.wiring import Services
-from support.factories import insert_prediction, load, new_prediction, services_for
+from support.factories import claim_soon, insert_prediction, load, new_prediction, services_for
 from support.modes import close
 
 MODEL = "runwayml/gen4-turbo"
@@ -189,12 +189,8 @@ def test_a_job_lost_by_a_live_worker_is_queued_again(services: Services, key_id:
     prediction_id = insert_prediction(services, key_id)
     lost = services.dispatcher.claim("w", [MODEL])
     assert lost is not None
-    deadline = time.monotonic() + 10
-    taken = None
-    while taken is None and time.monotonic() < deadline:
-        taken = services.dispatcher.claim("w", [MODEL])
-        time.sleep(0.05)
-    assert taken is not None and taken.prediction_id == prediction_id and taken.attempt == 2
+    taken = claim_soon(services, "w", MODEL)
+    assert taken.prediction_id == prediction_id and taken.attempt == 2
 
 
 def test_a_prediction_without_a_job_is_queued_by_the_sweep(services: Services, key_id: str) -> None:
@@ -204,12 +200,8 @@ def test_a_prediction_without_a_job_is_queued_by_the_sweep(services: Services, k
         conn.execute(text("DELETE FROM procrastinate_jobs"))
     assert services.dispatcher.claim("w", [MODEL]) is None
     time.sleep(LEASE_S * 1.2)
-    deadline = time.monotonic() + 10
-    claim = None
-    while claim is None and time.monotonic() < deadline:
-        claim = services.dispatcher.claim("w", [MODEL])
-        time.sleep(0.05)
-    assert claim is not None and claim.prediction_id == prediction_id and claim.attempt == 1
+    claim = claim_soon(services, "w", MODEL)
+    assert claim.prediction_id == prediction_id and claim.attempt == 1
 
 
 def test_leave_unregisters_the_worker(services: Services, key_id: str) -> None:

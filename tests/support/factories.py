@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+from reel.dispatch.base import Claim
 from reel.predictions.clock import new_prediction_id, utcnow
 from reel.predictions.states import Status
 from reel.settings import Settings
@@ -51,3 +53,17 @@ def load(services: Services, prediction_id: str) -> Prediction:
         row = session.get(Prediction, prediction_id)
         assert row is not None
         return row
+
+
+def claim_soon(
+    services: Services, worker: str, model: str = "runwayml/gen4-turbo", timeout_s: float = 10.0
+) -> Claim:
+    """Claim for ``worker`` as soon as the dispatcher offers something (a takeover waits for
+    the holder's silence to be noticed)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        claim = services.dispatcher.claim(worker, [model])
+        if claim is not None:
+            return claim
+        time.sleep(0.05)
+    raise AssertionError(f"{worker} got nothing to claim in {timeout_s} s")
