@@ -6,15 +6,10 @@ harmless when another worker ran one a moment before.
 
 from __future__ import annotations
 
-import logging
 import threading
 
-from sqlalchemy.exc import OperationalError
-
-from reel.errors import ServiceUnavailable
 from reel.wiring import Services
-
-log = logging.getLogger(__name__)
+from reel.worker.periodic import every
 
 HOUSEKEEPING_INTERVAL_S = 600.0
 
@@ -32,10 +27,4 @@ class Housekeeping:
         return total
 
     def run_forever(self, stop: threading.Event) -> None:
-        while not stop.wait(self._interval_s):
-            try:
-                self.run_once()
-            except (ServiceUnavailable, OperationalError) as exc:  # the database or storage is away
-                log.warning("housekeeping: %s; trying again later", exc)
-            except Exception:
-                log.exception("housekeeping failed; trying again later")
+        every(self._interval_s, stop, "housekeeping", self.run_once)

@@ -9,13 +9,12 @@ import threading
 from datetime import timedelta
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reel.backends.base import Backend
-from reel.errors import ServiceUnavailable
 from reel.predictions.clock import utcnow
 from reel.store.tables import Worker
+from reel.worker.periodic import every
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +62,7 @@ class Presence:
             session.execute(delete(Worker).where(Worker.last_seen_at < now - PRESENCE_TTL * 30))
 
     def run_forever(self, stop: threading.Event) -> None:
-        while not stop.wait(PRESENCE_INTERVAL_S):
-            try:
-                self.beat()
-            except (ServiceUnavailable, OperationalError) as exc:  # the database is away
-                log.warning("worker presence update failed (%s); retrying", exc)
-            except Exception:
-                log.exception("worker presence update failed; retrying")
+        every(PRESENCE_INTERVAL_S, stop, "worker presence update", self.beat)
 
     def leave(self) -> None:
         with self._sessions.begin() as session:

@@ -25,12 +25,10 @@ from typing import TypeVar
 
 from PIL import Image
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from reel.backends.base import Backend, GenerationCancelled, GenerationError, GenerationRequest
 from reel.dispatch.base import Claim, held_by
-from reel.errors import ServiceUnavailable
 from reel.media.safety import NsfwClassifier
 from reel.media.video import H264Writer
 from reel.predictions.clock import new_file_id, utcnow
@@ -40,10 +38,10 @@ from reel.predictions.views import OUTPUT_FILENAME
 from reel.predictions.webhooks import enqueue_final_event
 from reel.store.tables import Prediction, StoredFile
 from reel.wiring import Services
+from reel.worker.periodic import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
-UNAVAILABLE = (ServiceUnavailable, OperationalError)
 """The database or the blob store is unreachable, or SQLite stayed locked: worth waiting for,
 never a reason to fail a prediction."""
 FIRST_RETRY_S = 0.2

@@ -13,14 +13,13 @@ import time
 from datetime import timedelta
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import OperationalError
 
-from reel.errors import ServiceUnavailable
 from reel.media.fetch import FetchError, post_safely
 from reel.predictions.clock import utcnow
 from reel.predictions.webhooks import sign
 from reel.store.tables import WebhookDelivery
 from reel.wiring import Services
+from reel.worker.periodic import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ class WebhookSender:
         while not stop.is_set():
             try:
                 sent = self.send_due()
-            except (ServiceUnavailable, OperationalError) as exc:  # the database is away
+            except UNAVAILABLE as exc:
                 log.warning("webhook sender: %s; retrying", exc)
                 sent = 0
             except Exception:
