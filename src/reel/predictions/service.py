@@ -164,25 +164,27 @@ class PredictionService:
                 self._dispatcher.submitted(session, prediction_id, model)
         except IntegrityError:
             # A concurrent duplicate recorded the same Idempotency-Key first: answer with its prediction.
-            self._drop_input(input_blob, "a duplicate submit")
+            self._delete_blob(input_blob, "a duplicate submit")
             if idempotent is None or (earlier := self._idempotency.find(idempotent)) is None:
                 raise
             return Submission(self.get(owner, earlier), parsed.enable_sync_mode, replayed=True)
         except Exception:
             # Nothing was recorded (the database is down, say): the caller gets the error, and the
             # input stored for a prediction that does not exist must not stay behind.
-            self._drop_input(input_blob, "a failed submit")
+            self._delete_blob(input_blob, "a failed submit")
             raise
         log.info(
             "prediction %s created: model=%s %s %dx%d", prediction_id, model, aspect_ratio, width, height
         )
         return Submission(prediction=row, sync=parsed.enable_sync_mode)
 
-    def _drop_input(self, input_blob: str, why: str) -> None:
+    def _delete_blob(self, key: str, why: str) -> None:
+        """Best effort: the rows are already settled, and answering 503 would invite a retry
+        that finds nothing. An object left behind is logged for the operator to remove."""
         try:
-            self._blobs.delete(input_blob)
+            self._blobs.delete(key)
         except StorageUnavailable as exc:
-            log.error("%s left blob %s behind: %s", why, input_blob, exc.message)
+            log.error("%s left blob %s behind: %s", why, key, exc.message)
 
     def _check_webhook(self, url: str) -> None:
         if len(url) > 2000:
@@ -265,10 +267,5 @@ class PredictionService:
         if found:
             self._dispatcher.cancelled(found)
         for key in blob_keys:
-            try:
-                self._blobs.delete(key)
-            except StorageUnavailable as exc:
-                # The predictions are already gone; answering 503 would invite a retry that
-                # finds nothing. The orphaned object is logged for the operator to remove.
-                log.error("deleted prediction left blob %s behind: %s", key, exc.message)
+            self._delete_blob(key, "a deleted prediction")
         return len(rows)
