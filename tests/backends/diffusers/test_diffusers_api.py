@@ -17,7 +17,7 @@ import pytest
 import wavespeed
 
 from reel.media.video import probe_video, read_frames
-from support.media import png_base64
+from support.media import ENCODER_NOISE, mean_difference, png_base64
 from support.server import LiveServer, create_key
 from support.tiny_models import (
     BROKEN,
@@ -102,8 +102,10 @@ def _frames(client: wavespeed.Client, seed: int, tmp_path: Path) -> np.ndarray:
 def test_same_seed_same_video_and_another_seed_another(client: wavespeed.Client, tmp_path: Path) -> None:
     first, again, other = (_frames(client, seed, tmp_path) for seed in (11, 11, 12))
     assert first.shape == (TINY_FPS, 960, 960, 3)
-    assert np.array_equal(first, again)
-    assert np.abs(first.astype(int) - other.astype(int)).mean() > 1.0
+    # The worker's frames are identical (the backend tests compare them exactly); the MP4
+    # encodings of them may differ by libx264's run-to-run noise.
+    assert mean_difference(first, again) < ENCODER_NOISE
+    assert mean_difference(first, other) > 2 * ENCODER_NOISE
 
 
 def test_progress_moves_and_cancel_stops_at_the_next_step(

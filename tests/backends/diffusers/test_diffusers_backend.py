@@ -93,6 +93,13 @@ def test_cached_embeddings_give_the_same_frames(backends: dict[str, Any]) -> Non
     assert np.array_equal(np.stack(fresh.frames), np.stack(cached.frames))
 
 
+def test_same_seed_same_frames_and_another_seed_others(backends: dict[str, Any]) -> None:
+    backend = backends["wan2.2-ti2v"]
+    first, again, other = (np.stack(run(backend, request(seed=seed)).frames) for seed in (11, 11, 12))
+    assert np.array_equal(first, again)
+    assert np.abs(first.astype(int) - other.astype(int)).mean() > 5
+
+
 def test_cancel_stops_at_the_next_step(backends: dict[str, Any]) -> None:
     backend = backends["wan2.1-i2v"]
     transformer = backend.load().pipe.transformer
