@@ -7,7 +7,6 @@ import io
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -42,21 +41,3 @@ def check_video(url: str, tmp_path: Path, size: tuple[int, int], seconds: int) -
     assert info.codec == "h264"
     assert info.fps == pytest.approx(24)
     assert info.frame_count == seconds * 24
-
-
-ENCODER_NOISE = 3.0
-"""The largest mean difference, in levels of 255, between two decoded encodings of the same frames.
-
-This libx264 is not bit-exact run to run: its AVX-512 code, and its C code with frame threads,
-now and then encode the same frames a little differently (the macroblock-tree rate control;
-``mbtree=0`` or x264 without AVX-512 made 30 encodes out of 30 identical). Measured on the
-noise-like frames of the tiny models at 960x960: up to 1.3 levels, where two seeds' frames
-differ by 14.7. The product keeps both: ``mbtree=0`` made clips 1.8x (smooth) to 5x (noisy)
-larger, and naming CPU features to x264 by hand risks an illegal instruction on another CPU.
-"""
-
-
-def mean_difference(first: np.ndarray, second: np.ndarray) -> float:
-    """Mean absolute difference of two equally shaped uint8 arrays (decoded videos)."""
-    assert first.shape == second.shape
-    return float(np.abs(first.astype(np.int16) - second.astype(np.int16)).mean())

@@ -4,12 +4,14 @@
 It encodes constant-frame-rate H.264 (libx264, yuv420p) in an MP4 with the ``moov`` atom
 first (``+faststart``) so browsers can start playing before the download ends. The file
 appears at its final path only once it is complete: frames go to a temporary name in the
-same directory and are renamed into place on a clean close.
+same directory and are renamed into place on a clean close. The same frames give the same
+bytes on the same machine (see :func:`x264_params`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import uuid
 from collections.abc import Sequence
@@ -24,6 +26,25 @@ from av.video.stream import VideoStream
 
 ENCODER_THREADS = 2
 """libx264 threads: the deployment target has two cores to spare for encoding."""
+
+
+@functools.cache
+def x264_params() -> str:
+    """Extra libx264 settings for this CPU: ``asm=AVX2`` where it has AVX-512, else none.
+
+    Why by hand: libx264's AVX-512 code (core 165, as PyAV 18 bundles it) makes its
+    macroblock-tree rate control vary from run to run, so the same frames now and then
+    encoded to other bytes (decoded pixels up to 0.8 levels apart on average): a same-seed
+    video was not the same video. With its AVX2 code every encode was identical, at the same
+    size, quality and speed (``bench/x264_determinism.py``; figures in docs/benchmarks.md).
+    x264 cannot leave out one instruction set, only list those to use; "AVX2" names AVX2 and
+    everything below it, which every AVX-512 CPU also has.
+    """
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: x264 detects the CPU itself
+        return ""
+    return "asm=AVX2" if " avx512f" in cpuinfo else ""
 
 
 class H264Writer:
@@ -66,7 +87,8 @@ class H264Writer:
             stream.width = width
             stream.height = height
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf), "preset": preset}
+            extra = {"x264-params": x264_params()} if x264_params() else {}
+            stream.options = {"crf": str(crf), "preset": preset, **extra}
             stream.codec_context.thread_count = ENCODER_THREADS
             # One tick per frame: pts = frame index gives exact constant frame rate.
             stream.time_base = Fraction(1, fps)

@@ -2,7 +2,7 @@
 
 Per request: the input image is cover-fitted to the model's generation size for the requested
 aspect ratio; the prompt embeddings come from the pipeline's text encoder or from the cache;
-the pipeline runs with a seeded CPU ``torch.Generator`` (same seed and inputs, same frames on
+the pipeline runs with a seeded CPU ``torch.Generator`` (same seed and inputs, same video on
 the same hardware); its ``callback_on_step_end`` reports progress after every denoising step
 and raises :class:`GenerationCancelled` there when the prediction was cancelled, which stops
 the pipeline at once (no VAE decode of a cancelled clip). The decoded frames are cover-fitted
