@@ -74,13 +74,14 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=40)
     args = parser.parse_args()
-    reel_params = video.x264_params()
-    settings = {"x264 default": "", f"Reel ({reel_params or 'no x264-params'})": reel_params}
+    reel_options = video.x264_options()
+    reel_label = f"Reel ({reel_options.get('x264-params', 'no x264-params')})"
+    settings = {"x264 default": {}, reel_label: reel_options}
     results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for clip_name, frames in (("noise 960x960x8", noise_clip()), ("smooth 1280x720x121", smooth_clip())):
-            for setting, params in settings.items():
-                video.x264_params = lambda params=params: params  # type: ignore[assignment]
+            for setting, options in settings.items():
+                video.x264_options = lambda options=options: options  # type: ignore[assignment]
                 figures = encode_repeats(frames, args.repeats, Path(tmp))
                 results[f"{clip_name}, {setting}"] = figures
                 print(f"{clip_name:>20}, {setting:<28} {figures}", flush=True)

@@ -110,7 +110,7 @@ def test_same_seed_gives_identical_frames(tmp_path: Path) -> None:
         assert a.shape == (240, 320, 3) and a.dtype == np.uint8
         assert np.array_equal(a, b)
 
-    # Encoded and decoded back: the same video (see reel.media.video.x264_params).
+    # Encoded and decoded back: the same video (see reel.media.video.x264_options).
     decoded = []
     request = _request(width=1280, height=720, num_frames=12)
     for name in ("a.mp4", "b.mp4"):

@@ -109,7 +109,7 @@ def test_close_is_idempotent_and_nothing_appears_before_it(tmp_path: Path) -> No
 
 def test_the_same_frames_encode_to_the_same_bytes(tmp_path: Path) -> None:
     # Noise-like blocks at 960x960, as the tiny test models make: with libx264's AVX-512
-    # code, 4 to 17 of 40 such encodes came out different (see x264_params).
+    # code, 4 to 17 of 40 such encodes came out different (see x264_options).
     blocks = np.random.default_rng(0).integers(0, 255, (8, 60, 60, 3), dtype=np.uint8)
     frames = [np.kron(block, np.ones((16, 16, 1), dtype=np.uint8)) for block in blocks]
     encodings = set()

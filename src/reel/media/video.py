@@ -5,7 +5,7 @@ It encodes constant-frame-rate H.264 (libx264, yuv420p) in an MP4 with the ``moo
 first (``+faststart``) so browsers can start playing before the download ends. The file
 appears at its final path only once it is complete: frames go to a temporary name in the
 same directory and are renamed into place on a clean close. The same frames give the same
-bytes on the same machine (see :func:`x264_params`).
+bytes on the same machine (see :func:`x264_options`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ ENCODER_THREADS = 2
 
 
 @functools.cache
-def x264_params() -> str:
-    """Extra libx264 settings for this CPU: ``asm=AVX2`` where it has AVX-512, else none.
+def x264_options() -> dict[str, str]:
+    """Extra libx264 options for this CPU: ``x264-params=asm=AVX2`` where it has AVX-512.
 
     Why by hand: libx264's AVX-512 code (core 165, as PyAV 18 bundles it) makes its
     macroblock-tree rate control vary from run to run, so the same frames now and then
@@ -43,8 +43,8 @@ def x264_params() -> str:
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:  # not Linux: x264 detects the CPU itself
-        return ""
-    return "asm=AVX2" if " avx512f" in cpuinfo else ""
+        return {}
+    return {"x264-params": "asm=AVX2"} if " avx512f" in cpuinfo else {}
 
 
 class H264Writer:
@@ -87,8 +87,7 @@ class H264Writer:
             stream.width = width
             stream.height = height
             stream.pix_fmt = "yuv420p"
-            extra = {"x264-params": x264_params()} if x264_params() else {}
-            stream.options = {"crf": str(crf), "preset": preset, **extra}
+            stream.options = {"crf": str(crf), "preset": preset, **x264_options()}
             stream.codec_context.thread_count = ENCODER_THREADS
             # One tick per frame: pts = frame index gives exact constant frame rate.
             stream.time_base = Fraction(1, fps)
