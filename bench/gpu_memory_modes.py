@@ -61,7 +61,7 @@ from reel.backends.base import GenerationError, GenerationRequest  # noqa: E402
 from reel.backends.diffusers.backend import DiffusersBackend  # noqa: E402
 from reel.backends.diffusers.components import build_pipeline  # noqa: E402
 from reel.backends.diffusers.runtime import TORCH_DTYPES, DiffusersRuntime, LoadedPipeline  # noqa: E402
-from reel.backends.registry import BUNDLED_REGISTRY, load_registry  # noqa: E402
+from reel.catalog.registry import BUNDLED_REGISTRY, load_registry  # noqa: E402
 
 DEVICE = torch.device(ARGS.device)
 CUDA = DEVICE.type == "cuda"

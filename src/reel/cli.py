@@ -40,7 +40,7 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _announce_backends(settings: Settings) -> None:
-    from reel.backends.registry import build_backends
+    from reel.backends.build import build_backends
 
     kinds = {model_id: backend.kind for model_id, backend in build_backends(sandbox=settings.sandbox).items()}
     for model_id, kind in kinds.items():
@@ -113,7 +113,7 @@ def worker(
     """Run a worker that generates predictions (stop with SIGTERM: it hands back its job)."""
     if gpu is not None:  # before anything imports torch, which reads it once
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    from reel.backends.registry import MODELS
+    from reel.catalog.registry import MODELS
     from reel.logs import setup_logging
     from reel.worker.process import requested_models, run_worker_process
 

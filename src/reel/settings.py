@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = Field(15.0, description="Total time allowed for fetching one image URL.")
     sandbox: bool = Field(False, description="Serve every model id with the CPU sandbox backend.")
     models_file: Path | None = Field(
-        None, description="The model registry TOML file; default: reel/backends/models.toml."
+        None, description="The model registry TOML file; default: reel/catalog/models.toml."
     )
     device: str = Field(
         "auto", description="Where diffusers models run: auto (a CUDA GPU if any), cuda, cuda:N or cpu."

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from reel.dispatch.base import Dispatcher, FailedHook
-from reel.dispatch.local import TableDispatcher
+from reel.dispatch.table import TableDispatcher
 from reel.predictions.files import FileService
 from reel.predictions.image_source import ImageLimits, ImageSource
 from reel.predictions.keys import KeyService

@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text, update
 from sqlalchemy.exc import OperationalError
 
 from reel.errors import IdempotencyMismatch
-from reel.predictions.clock import utcnow
+from reel.lifecycle.clock import utcnow
 from reel.predictions.idempotency import IdempotencyStore, IdempotentRequest
 from reel.predictions.keys import Principal
 from reel.predictions.service import HistoryQuery

@@ -14,9 +14,9 @@ from pydantic import TypeAdapter
 from runwayml.types import task_retrieve_response as sdk
 
 from reel.api.runway_view import prediction_id, task_id, task_object
-from reel.predictions.clock import new_prediction_id, utcnow
-from reel.predictions.failures import FailureCode
-from reel.predictions.states import Status
+from reel.lifecycle.clock import new_prediction_id, utcnow
+from reel.lifecycle.failures import FailureCode
+from reel.lifecycle.states import Status
 from reel.storage.local import LocalBlobStore
 from reel.store.tables import Prediction
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from reel.dispatch.local import make_worker_id
-from reel.predictions.clock import utcnow
+from reel.dispatch.table import make_worker_id
+from reel.lifecycle.clock import utcnow
 from reel.predictions.keys import Principal
 from reel.store.tables import Prediction, WebhookDelivery
 from reel.wiring import Services

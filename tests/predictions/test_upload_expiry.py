@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reel.errors import InvalidInput, NotFound
-from reel.predictions.clock import utcnow
+from reel.lifecycle.clock import utcnow
 from reel.predictions.keys import Principal
 from reel.store.tables import StoredFile
 from reel.wiring import Services

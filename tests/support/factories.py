@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from reel.dispatch.base import Claim
-from reel.predictions.clock import new_prediction_id, utcnow
-from reel.predictions.states import Status
+from reel.lifecycle.clock import new_prediction_id, utcnow
+from reel.lifecycle.states import Status
 from reel.settings import Settings
 from reel.store.tables import Prediction
 from reel.wiring import Services, build_services

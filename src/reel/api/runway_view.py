@@ -14,9 +14,9 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from reel.predictions.clock import iso_ms
-from reel.predictions.failures import FailureCode
-from reel.predictions.states import Status
+from reel.lifecycle.clock import iso_ms
+from reel.lifecycle.failures import FailureCode
+from reel.lifecycle.states import Status
 from reel.predictions.views import output_urls
 from reel.storage.base import BlobStore
 from reel.store.tables import Prediction

@@ -6,7 +6,7 @@ when one is cancelled, gives a worker its next prediction as a :class:`Claim`, k
 claim alive through heartbeats, takes it back when the worker stops, and lets an idle
 worker sleep until there may be work.
 
-Two implementations: :class:`reel.dispatch.local.TableDispatcher` (leases in the
+Two implementations: :class:`reel.dispatch.table.TableDispatcher` (leases in the
 predictions table; SQLite, one machine) and
 :class:`reel.dispatch.procrastinate.ProcrastinateDispatcher` (procrastinate's job queue on
 PostgreSQL; many machines). ``tests/dispatch/test_contract.py`` holds both to the same
@@ -24,9 +24,9 @@ from typing import Protocol
 from sqlalchemy import ColumnElement, and_, update
 from sqlalchemy.orm import Session
 
-from reel.predictions.clock import utcnow
-from reel.predictions.failures import FailureCode
-from reel.predictions.states import Status
+from reel.lifecycle.clock import utcnow
+from reel.lifecycle.failures import FailureCode
+from reel.lifecycle.states import Status
 from reel.store.tables import Prediction
 
 log = logging.getLogger(__name__)

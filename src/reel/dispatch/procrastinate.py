@@ -68,8 +68,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reel.dispatch.base import Claim, FailedHook, extend_lease, give_up, requeue_prediction
 from reel.errors import DatabaseUnavailable
-from reel.predictions.clock import utcnow
-from reel.predictions.states import TERMINAL, Status
+from reel.lifecycle.clock import utcnow
+from reel.lifecycle.states import TERMINAL, Status
 from reel.store.db import CONNECT_TIMEOUT_S
 from reel.store.tables import Prediction
 

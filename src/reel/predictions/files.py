@@ -25,7 +25,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from reel.errors import InvalidInput, NotFound, StorageUnavailable, TooLarge
-from reel.predictions.clock import new_file_id, utcnow
+from reel.lifecycle.clock import new_file_id, utcnow
 from reel.predictions.keys import Principal
 from reel.storage.base import BlobStore
 from reel.store.tables import StoredFile

@@ -25,7 +25,7 @@ from sqlalchemy import and_, delete, exists, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from reel.errors import IdempotencyMismatch, InvalidInput
-from reel.predictions.clock import utcnow
+from reel.lifecycle.clock import utcnow
 from reel.predictions.keys import Principal
 from reel.store.tables import IdempotencyRecord, Prediction
 

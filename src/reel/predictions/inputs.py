@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from reel.backends.registry import ModelSpec
+from reel.catalog.registry import ModelSpec
 from reel.errors import InvalidInput
 from reel.media.images import OUTPUT_SIZES
 

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from reel.errors import NotFound, Unauthorized
-from reel.predictions.clock import utcnow
+from reel.lifecycle.clock import utcnow
 from reel.store.tables import ApiKey
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from reel.backends.registry import MODELS, ModelSpec, get_spec
+from reel.catalog.registry import MODELS, ModelSpec, get_spec
 from reel.errors import InvalidInput
 from reel.predictions.inputs import MAX_SEED, SubmitInput
 from reel.predictions.service import SubmitDialect

@@ -16,17 +16,17 @@ from sqlalchemy import Select, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from reel.backends.registry import ModelSpec, get_spec
+from reel.catalog.registry import ModelSpec, get_spec
 from reel.dispatch.base import Dispatcher
 from reel.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
+from reel.lifecycle.clock import new_prediction_id, utcnow
+from reel.lifecycle.states import ACTIVE, TERMINAL, Status
 from reel.media.fetch import BlockedAddress, FetchError, validate_public_url
 from reel.media.images import RENDER_SIZES, closest_aspect_ratio
-from reel.predictions.clock import new_prediction_id, utcnow
 from reel.predictions.idempotency import IdempotencyStore, IdempotentRequest
 from reel.predictions.image_source import ImageSource
 from reel.predictions.inputs import SubmitInput, parse_submit, recorded_input
 from reel.predictions.keys import Principal
-from reel.predictions.states import ACTIVE, TERMINAL, Status
 from reel.storage.base import BlobStore
 from reel.store.tables import Prediction, StoredFile
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from reel.predictions.clock import iso_ms
+from reel.lifecycle.clock import iso_ms
 from reel.storage.base import BlobStore
 from reel.store.tables import Prediction
 

@@ -13,7 +13,7 @@ import secrets
 
 from sqlalchemy.orm import Session
 
-from reel.predictions.clock import utcnow
+from reel.lifecycle.clock import utcnow
 from reel.predictions.views import prediction_object
 from reel.storage.base import BlobStore
 from reel.store.tables import ApiKey, Prediction, WebhookDelivery

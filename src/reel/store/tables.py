@@ -78,7 +78,7 @@ class Prediction(Base):
     nsfw: Mapped[list[bool]] = mapped_column(JSON, default=list)
     error: Mapped[str] = mapped_column(Text, default="")
     failure_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    """Why a failed prediction failed, as a ``reel.predictions.failures.FailureCode``; None: unknown."""
+    """Why a failed prediction failed, as a ``reel.lifecycle.failures.FailureCode``; None: unknown."""
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     inference_ms: Mapped[int] = mapped_column(Integer, default=0)
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -87,7 +87,7 @@ class Prediction(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    # Dispatch state: who holds the prediction and until when (see reel.dispatch.local).
+    # Dispatch state: who holds the prediction and until when (see reel.dispatch.table).
     worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from reel.backends.base import Backend
-from reel.predictions.clock import utcnow
+from reel.lifecycle.clock import utcnow
 from reel.store.tables import Worker
 from reel.worker.periodic import every
 

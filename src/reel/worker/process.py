@@ -14,8 +14,8 @@ import threading
 from types import FrameType
 
 from reel.backends.base import Backend
-from reel.backends.registry import build_backends
-from reel.dispatch.local import make_worker_id
+from reel.backends.build import build_backends
+from reel.dispatch.table import make_worker_id
 from reel.logs import setup_logging
 from reel.settings import Settings
 from reel.wiring import build_services

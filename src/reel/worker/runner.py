@@ -29,11 +29,11 @@ from sqlalchemy.orm import Session
 
 from reel.backends.base import Backend, GenerationCancelled, GenerationError, GenerationRequest
 from reel.dispatch.base import Claim, held_by
+from reel.lifecycle.clock import new_file_id, utcnow
+from reel.lifecycle.failures import FailureCode
+from reel.lifecycle.states import Status
 from reel.media.safety import NsfwClassifier
 from reel.media.video import H264Writer
-from reel.predictions.clock import new_file_id, utcnow
-from reel.predictions.failures import FailureCode
-from reel.predictions.states import Status
 from reel.predictions.views import OUTPUT_FILENAME
 from reel.predictions.webhooks import enqueue_final_event
 from reel.store.tables import Prediction, StoredFile

@@ -14,8 +14,8 @@ from datetime import timedelta
 
 from sqlalchemy import or_, select
 
+from reel.lifecycle.clock import utcnow
 from reel.media.fetch import FetchError, post_safely
-from reel.predictions.clock import utcnow
 from reel.predictions.webhooks import sign
 from reel.store.tables import WebhookDelivery
 from reel.wiring import Services

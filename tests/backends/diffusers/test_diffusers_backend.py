@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from reel.backends.base import GenerationCancelled, GenerationError, GenerationRequest
-from reel.backends.registry import load_registry
+from reel.catalog.registry import load_registry
 from support.tiny_models import MODEL_OF
 
 pytest.importorskip("diffusers")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from reel.backends.diffusers.config import ConfigError
 from reel.backends.diffusers.device import choose_device
-from reel.backends.diffusers.families import FAMILIES, generated_frames, segment_plan
 from reel.backends.diffusers.weights import check_model_dir, locate
-from reel.backends.registry import BUNDLED_REGISTRY, load_registry
+from reel.catalog.diffusers_config import ConfigError
+from reel.catalog.families import FAMILIES, generated_frames, segment_plan
+from reel.catalog.registry import BUNDLED_REGISTRY, load_registry
 from reel.errors import InvalidInput
 from reel.media.images import RENDER_SIZES
 from reel.predictions.inputs import parse_submit

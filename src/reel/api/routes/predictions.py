@@ -16,9 +16,9 @@ from reel.api.deps import CurrentKey, ServicesDep
 from reel.api.envelope import success
 from reel.api.json_body import parse_as, read_json
 from reel.errors import NotFound
+from reel.lifecycle.states import TERMINAL, Status
 from reel.predictions.idempotency import HEADER as IDEMPOTENCY_HEADER
 from reel.predictions.service import HistoryQuery
-from reel.predictions.states import TERMINAL, Status
 from reel.predictions.views import prediction_object
 from reel.store.tables import Prediction
 from reel.wiring import Services

@@ -28,11 +28,11 @@ from reel.api.json_body import parse_as, read_json
 from reel.api.multipart_body import read_file_part
 from reel.api.runway_view import RUNWAY_VERSION, created_task, prediction_id, task_object
 from reel.errors import Conflict, InvalidInput, NotFound, TooLarge
+from reel.lifecycle.states import ACTIVE
 from reel.predictions.idempotency import HEADER as IDEMPOTENCY_HEADER
 from reel.predictions.image_source import runway_uri
 from reel.predictions.keys import Principal
 from reel.predictions.runway_inputs import RUNWAY, reel_model
-from reel.predictions.states import ACTIVE
 from reel.store.tables import Prediction
 from reel.wiring import Services
 

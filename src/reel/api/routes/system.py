@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from reel.api.deps import ServicesDep
 from reel.api.envelope import success
-from reel.backends.registry import MODELS
+from reel.catalog.registry import MODELS
 from reel.store.db import ping
 from reel.worker.presence import live_workers
 

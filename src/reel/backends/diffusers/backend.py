@@ -33,11 +33,11 @@ from reel.backends.base import (
     GenerationRequest,
     ProgressCallback,
 )
-from reel.backends.diffusers.families import segment_plan
 from reel.backends.diffusers.frames import fit_frames, fit_image, to_image
 from reel.backends.diffusers.runtime import DiffusersRuntime, LoadedPipeline
 from reel.backends.diffusers.weights import fix_command, locate
-from reel.backends.registry import ModelSpec
+from reel.catalog.families import segment_plan
+from reel.catalog.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 

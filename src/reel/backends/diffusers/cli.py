@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from reel.backends.diffusers.config import ConfigError
-from reel.backends.diffusers.families import FAMILIES
+from reel.catalog.diffusers_config import ConfigError
+from reel.catalog.families import FAMILIES
 
 models_app = typer.Typer(
     help="The model registry: list models, download weights, make tiny test models.", no_args_is_help=True
@@ -22,7 +22,7 @@ err = Console(stderr=True)
 
 
 def _registry() -> dict[str, object]:
-    from reel.backends.registry import load_registry, registry_path
+    from reel.catalog.registry import load_registry, registry_path
 
     path = registry_path()
     try:
@@ -36,7 +36,7 @@ def _registry() -> dict[str, object]:
 def list_models() -> None:
     """Every model id in the registry, its weights and whether they are on this machine."""
     from reel.backends.diffusers.weights import fix_command, locate
-    from reel.backends.registry import ModelSpec, registry_path
+    from reel.catalog.registry import ModelSpec, registry_path
 
     table = Table("model id", "family", "weights", "status")
     for spec in _registry().values():
@@ -65,7 +65,7 @@ def pull(
     """
     from reel.backends.diffusers.weights import PullError
     from reel.backends.diffusers.weights import pull as pull_weights
-    from reel.backends.registry import ModelSpec
+    from reel.catalog.registry import ModelSpec
 
     spec = _registry().get(model_id)
     if spec is None:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import torch
 
-from reel.backends.diffusers.families import FAMILIES
+from reel.catalog.families import FAMILIES
 
 Size = Literal["tiny", "full"]
 

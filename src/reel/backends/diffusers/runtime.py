@@ -32,9 +32,9 @@ from typing import Any
 
 import torch
 
-from reel.backends.diffusers.config import MEMORY_MODES, DiffusersConfig
 from reel.backends.diffusers.text_cache import PromptCache
 from reel.backends.diffusers.weights import parameter_bytes
+from reel.catalog.diffusers_config import MEMORY_MODES, DiffusersConfig
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reel.backends.diffusers.families import FAMILIES
+from reel.catalog.families import FAMILIES
 
 TINY_SIZES: dict[str, dict[str, tuple[int, int]]] = {
     # Generation sizes that suit the tiny models (multiples of each family's size grid).

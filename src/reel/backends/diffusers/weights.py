@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from reel.backends.diffusers.config import DiffusersConfig
+from reel.catalog.diffusers_config import DiffusersConfig
 
 _CONFIG_FILES = ("config.json", "scheduler_config.json", "preprocessor_config.json", "tokenizer_config.json")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")

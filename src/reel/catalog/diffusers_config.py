@@ -1,6 +1,6 @@
 """How one API model id runs through diffusers: the parsed ``[models."ID"]`` table of the registry.
 
-Pure Python (no torch). ``reel.backends.registry`` reads the TOML file and builds these; the
+Pure Python (no torch). ``reel.catalog.registry`` reads the TOML file and builds these; the
 backend and the runtime only read them. docs/models.md documents every key.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reel.backends.diffusers.families import FAMILIES, Family
+from reel.catalog.families import FAMILIES, Family
 
 MEMORY_MODES = ("auto", "full", "vae_tiling", "model_offload", "sequential_offload")
 """From most to least GPU memory used (``auto`` picks one of the others by free VRAM)."""

@@ -23,8 +23,8 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from reel.dispatch.base import Claim, FailedHook, extend_lease, give_up, requeue_prediction
-from reel.predictions.clock import utcnow
-from reel.predictions.states import Status
+from reel.lifecycle.clock import utcnow
+from reel.lifecycle.states import Status
 from reel.store.tables import Prediction
 
 log = logging.getLogger(__name__)

@@ -1,21 +1,17 @@
-"""Which model ids Reel serves, what each accepts, and which backend generates it.
+"""Which model ids Reel serves and what each accepts: the model catalog.
 
 The models come from a TOML registry file: ``models.toml`` next to this module, or the file
 named by ``REEL_MODELS_FILE``. docs/models.md documents its format. Each entry maps an API
 model id to a diffusers model family, its weights (a Hugging Face repo id or a local
 directory), its defaults and its API parameters.
 
-Which backend serves an id (``build_backends``):
-
-* ``--sandbox`` / ``REEL_SANDBOX``: the CPU sandbox for every id;
-* otherwise the diffusers backend where models can run (``REEL_DEVICE``, see
-  ``reel.backends.diffusers.device``: a CUDA GPU with torch installed, or ``cpu`` for tiny test
-  models), and the sandbox for every id where they cannot, with the reason in the log.
+The catalog is data that the API (validation, the models listing), the domain and the workers
+all read, so it sits below all of them and imports none of them; which backend serves an id
+is ``reel.backends.build``'s business.
 """
 
 from __future__ import annotations
 
-import logging
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,11 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from reel.backends.base import Backend
-from reel.backends.diffusers.config import ConfigError, DiffusersConfig, parse_diffusers_config
-from reel.backends.sandbox import SandboxBackend
-
-log = logging.getLogger(__name__)
+from reel.catalog.diffusers_config import ConfigError, DiffusersConfig, parse_diffusers_config
 
 BUNDLED_REGISTRY = Path(__file__).with_name("models.toml")
 API_PARAMS = ("duration", "seed", "negative_prompt", "num_inference_steps", "guidance_scale")
@@ -215,29 +207,3 @@ MODELS: Mapping[str, ModelSpec] = _Models()
 
 def get_spec(model_id: str) -> ModelSpec | None:
     return MODELS.get(model_id)
-
-
-def build_backends(*, sandbox: bool) -> dict[str, Backend]:
-    """One backend per served model id (see the module docstring for the choice)."""
-    shared = SandboxBackend()
-    if sandbox:
-        return {model_id: shared for model_id in MODELS}
-    from reel.backends.diffusers.device import choose_device
-    from reel.settings import Settings
-
-    choice = choose_device(Settings(**{}).device)
-    if choice.device is None:
-        log.warning(
-            "NO MODEL RUNTIME: %s. Every model id falls back to the CPU sandbox (not AI generation).",
-            choice.reason,
-        )
-        return {model_id: shared for model_id in MODELS}
-    from reel.backends.diffusers.backend import DiffusersBackend
-    from reel.backends.diffusers.runtime import DiffusersRuntime
-
-    runtime = DiffusersRuntime(choice.device)
-    log.info("diffusers models run on %s (%s)", choice.device, choice.reason)
-    backends: dict[str, Backend] = {}
-    for model_id, spec in MODELS.items():
-        backends[model_id] = DiffusersBackend(spec, runtime) if spec.diffusers is not None else shared
-    return backends
