@@ -6,7 +6,9 @@ the pipeline runs with a seeded CPU ``torch.Generator`` (same seed and inputs, s
 the same hardware); its ``callback_on_step_end`` reports progress after every denoising step
 and raises :class:`GenerationCancelled` there when the prediction was cancelled, which stops
 the pipeline at once (no VAE decode of a cancelled clip). The decoded frames are cover-fitted
-to the API's output size on the device and written to the sink.
+to the API's output size on the device and written to the sink. However the run ends, the
+pipeline's offload hooks are freed (``maybe_free_model_hooks``, which ``__call__`` itself skips
+when the callback or the model raises), so an offloaded model gives its GPU memory back.
 
 A clip longer than the model's ``max_frames`` is made in chained segments, each starting from
 the previous segment's last frame (the Wan families); LTX-Video makes 10 s in one pass.
@@ -163,9 +165,27 @@ class DiffusersBackend:
         except Exception as exc:
             log.exception("%s: generation failed", self.spec.id)
             return f"{type(exc).__name__}: {str(exc)[:500]}", False
+        finally:
+            self._free_offload_hooks(loaded)
         if loaded.compiled:
             loaded.compile_proven = True
         return None
+
+    def _free_offload_hooks(self, loaded: LoadedPipeline) -> None:
+        """Move offloaded components back to the CPU, however the generation ended.
+
+        A pipeline's ``__call__`` does this on its last line; a cancel raised from the step
+        callback or a model error skips it, and with ``model_offload`` the component that ran
+        last (the transformer, or the text encoder when the cancel came before denoising) would
+        keep its GPU memory until some later prediction's hooks moved it. A no-op without
+        ``enable_model_cpu_offload`` (``sequential_offload`` gives each layer back after its own
+        forward, and a cancel comes between steps); it also resets stateful denoiser hooks,
+        which every mode wants after a cut-short run.
+        """
+        try:
+            loaded.pipe.maybe_free_model_hooks()
+        except Exception:  # must not replace the generation's outcome (a video, a cancel, a reason)
+            log.exception("%s: freeing the pipeline's offload hooks failed", self.spec.id)
 
     def _generate(
         self,
