@@ -1,11 +1,14 @@
 """The store on both databases: migrations (also when several processes run them at once),
-column types, and what a request sees when the database is down."""
+column types, SQLite's read and write transactions, and what a request sees when the
+database is down."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -23,6 +26,7 @@ from reel.store.db import (
     make_session_factory,
     migrate,
     normalise_url,
+    ping,
 )
 from reel.store.tables import Prediction
 from reel.wiring import Services
@@ -101,6 +105,60 @@ def test_json_columns_round_trip(services: Services) -> None:
         row = session.get(Prediction, prediction_id)
         assert row is not None
         assert (row.params, row.outputs, row.nsfw) == (params, ["outputs/a.mp4"], [False])
+
+
+def test_sqlite_reads_do_not_wait_for_a_writer_and_writes_still_take_turns(data_dir: Path) -> None:
+    services = services_for(data_dir)
+    try:
+        prediction_id = insert_prediction(services, services.keys.create("t")[1].id)
+        # Another process (a worker's heartbeat, say) holds the write lock with a change pending.
+        holder = sqlite3.connect(data_dir / "reel.db", isolation_level=None, timeout=30)
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("UPDATE predictions SET progress = 0.5 WHERE id = ?", (prediction_id,))
+        try:
+            seen: list[float] = []
+
+            def read() -> None:
+                ping(services.engine)
+                with services.sessions() as session:
+                    row = session.get(Prediction, prediction_id)
+                    assert row is not None
+                    seen.append(row.progress)
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            reader.join(timeout=5)  # far below the 30 s busy_timeout a blocked read would wait
+            assert not reader.is_alive(), "a read waited for the writer's lock"
+            assert seen == [0.0]  # the last committed state
+
+            outcome: list[float | BaseException] = []
+
+            def write() -> None:
+                try:
+                    with services.sessions.begin() as session:
+                        row = session.get(Prediction, prediction_id)
+                        assert row is not None
+                        row.progress += 0.25
+                        outcome.append(row.progress)
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            writer = threading.Thread(target=write)
+            writer.start()
+            writer.join(timeout=0.5)
+            assert writer.is_alive() and not outcome, "a write did not wait for the lock"
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        writer.join(timeout=10)
+        # The write began after the holder committed, so it read 0.5, not a stale 0.0 (with a
+        # deferred BEGIN it would have read 0.0 and then failed with "database is locked").
+        assert outcome == [0.75]
+        with services.sessions() as session:
+            row = session.get(Prediction, prediction_id)
+            assert row is not None and row.progress == 0.75
+    finally:
+        close(services)
 
 
 def test_several_processes_migrating_one_new_database_at_once_all_succeed(data_dir: Path) -> None:

@@ -1,8 +1,13 @@
 """Engine, sessions and migrations, for SQLite and PostgreSQL.
 
 SQLite (the default) runs in WAL mode so the API process and the worker process read while
-the other writes; ``busy_timeout`` makes writers wait for each other instead of failing, and
-every transaction starts with ``BEGIN IMMEDIATE``.
+the other writes. Sessions say which they do (:class:`Sessions`): ``with sessions() as s:``
+reads, in a deferred transaction (``BEGIN``) that never waits for a writer;
+``with sessions.begin() as s:`` writes, and starts with ``BEGIN IMMEDIATE``, so it takes the
+write lock before it reads anything (a claim cannot read a row another writer is changing)
+and ``busy_timeout`` makes it wait for other writers instead of failing. A read session must
+not write: a deferred transaction that writes after another process committed fails with
+``SQLITE_BUSY`` at once, whatever the timeout.
 
 PostgreSQL (``postgresql+psycopg://``) goes through the same models and migrations. Pooled
 connections are pinged before use, so after a server restart the first request gets a fresh
@@ -15,14 +20,14 @@ from __future__ import annotations
 
 import fcntl
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine, ExceptionContext, make_url
+from sqlalchemy.engine import Connection, Engine, ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from reel.errors import DatabaseUnavailable
@@ -32,6 +37,10 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x7265656C_6D696772  # "reelmigr": pg_advisory_lock key of migrations
 
 CONNECT_TIMEOUT_S = 10
+
+WRITE_OPTION = "reel_write"
+"""Execution option of a connection that will write: on SQLite its transactions begin with
+``BEGIN IMMEDIATE`` (see :func:`writing`)."""
 
 
 def normalise_url(url: str) -> str:
@@ -50,9 +59,9 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own transaction handling defers BEGIN and breaks SERIALIZABLE-style
-        # claims; take control so every transaction starts with BEGIN IMMEDIATE when writing.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        # pysqlite's own transaction handling would BEGIN (deferred) only at the first write;
+        # take control, so a write transaction holds the lock from its first read on.
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     engine = create_engine(
         normalise_url(url),
@@ -90,8 +99,40 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def _sqlite_begin(conn: Connection) -> None:
+    writes = conn.get_execution_options().get(WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+
+def writing(engine: Engine) -> Engine:
+    """``engine`` for transactions that write (sharing its pool): on SQLite they take the
+    write lock when they begin. Without it a transaction is a deferred read."""
+    return engine.execution_options(**{WRITE_OPTION: True})
+
+
+class Sessions(sessionmaker[Session]):
+    """The session factory: ``sessions()`` for reads, ``sessions.begin()`` for writes.
+
+    Both keep loaded objects usable after the session ends (``expire_on_commit=False``).
+    ``begin()`` binds its session to :func:`writing`, so on SQLite it waits for the write
+    lock up front; a plain session is a deferred read that other writers do not block.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine, expire_on_commit=False)
+        self._write_bind = writing(engine)
+
+    def begin(self) -> AbstractContextManager[Session]:
+        return self._write_transaction()
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[Session]:
+        with self(bind=self._write_bind) as session, session.begin():
+            yield session
+
+
+def make_session_factory(engine: Engine) -> Sessions:
+    return Sessions(engine)
 
 
 @contextmanager
@@ -119,7 +160,7 @@ def migrate(engine: Engine, data_dir: Path) -> None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
         return
-    with _sqlite_file_lock(data_dir), engine.begin() as conn:
+    with _sqlite_file_lock(data_dir), writing(engine).begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
