@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from reel.media.images import (
+    MIN_IMAGE_SIDE,
     OUTPUT_SIZES,
     ImageRejected,
     closest_aspect_ratio,
@@ -28,10 +29,10 @@ def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
 def test_allowed_formats_decode_to_rgb(fmt: str) -> None:
-    data = encode(Image.new("RGB", (64, 48), (200, 30, 30)), fmt)
+    data = encode(Image.new("RGB", (96, 64), (200, 30, 30)), fmt)
     image = decode_image(data, **LIMITS)
     assert image.mode == "RGB"
-    assert image.size == (64, 48)
+    assert image.size == (96, 64)
     red, green, _blue = image.getpixel((10, 10))  # type: ignore[misc]
     assert red > 150 and green < 80
 
@@ -80,12 +81,12 @@ def test_byte_limit() -> None:
 def test_exif_orientation_applied() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
-    data = encode(Image.new("RGB", (40, 20), (0, 0, 255)), "JPEG", exif=exif.tobytes())
-    assert decode_image(data, **LIMITS).size == (20, 40)
+    data = encode(Image.new("RGB", (128, 64), (0, 0, 255)), "JPEG", exif=exif.tobytes())
+    assert decode_image(data, **LIMITS).size == (64, 128)
 
 
 def test_rgba_png_composited_on_white() -> None:
-    image = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     image.putpixel((0, 0), (255, 0, 0, 255))
     decoded = decode_image(encode(image, "PNG"), **LIMITS)
     assert decoded.mode == "RGB"
@@ -94,7 +95,7 @@ def test_rgba_png_composited_on_white() -> None:
 
 
 def test_palette_with_transparency_and_la() -> None:
-    palette = Image.new("P", (4, 4), 0)
+    palette = Image.new("P", (64, 64), 0)
     palette.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
     palette.info["transparency"] = 0
     assert decode_image(encode(palette, "PNG", transparency=0), **LIMITS).getpixel((1, 1)) == (
@@ -102,23 +103,45 @@ def test_palette_with_transparency_and_la() -> None:
         255,
         255,
     )
-    la = Image.new("LA", (4, 4), (0, 255))
+    la = Image.new("LA", (64, 64), (0, 255))
     assert decode_image(encode(la, "PNG"), **LIMITS).getpixel((1, 1)) == (0, 0, 0)
 
 
 def test_sixteen_bit_png_scaled_not_clipped() -> None:
-    image = Image.new("I;16", (4, 4), 32768)
+    image = Image.new("I;16", (64, 64), 32768)
     decoded = decode_image(encode(image, "PNG"), **LIMITS)
     assert decoded.mode == "RGB"
     assert decoded.getpixel((0, 0)) == (128, 128, 128)
 
 
 def test_cmyk_jpeg() -> None:
-    data = encode(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG")
+    data = encode(Image.new("CMYK", (64, 64), (0, 255, 255, 0)), "JPEG")
     decoded = decode_image(data, **LIMITS)
     assert decoded.mode == "RGB"
     red, green, blue = decoded.getpixel((8, 8))  # type: ignore[misc]
     assert red > 200 and green < 60 and blue < 60
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 1), (63, 200), (200, 63)])
+def test_a_shorter_side_under_64_px_is_rejected(width: int, height: int) -> None:
+    data = encode(Image.new("RGB", (width, height)), "PNG")
+    with pytest.raises(ImageRejected) as info:
+        decode_image(data, **LIMITS)
+    assert info.value.message == (
+        f"PNG is {width}\u00d7{height} px; the shorter side must be at least {MIN_IMAGE_SIDE} px"
+    )
+
+
+def test_the_minimum_side_is_inclusive_and_64_px() -> None:
+    assert MIN_IMAGE_SIDE == 64  # the number README.md documents
+    assert decode_image(encode(Image.new("RGB", (64, 64)), "WEBP"), **LIMITS).size == (64, 64)
+
+
+def test_the_minimum_side_is_checked_from_the_header() -> None:
+    # Pixels that do not decode: the size in the header is reason enough.
+    data = encode(Image.effect_noise((256, 32), 64).convert("RGB"), "PNG")
+    with pytest.raises(ImageRejected, match="256\u00d732 px; the shorter side must be at least 64 px"):
+        decode_image(data[: len(data) // 2], **LIMITS)
 
 
 def test_truncated_png_rejected() -> None:

@@ -2,7 +2,8 @@
 
 Every image a caller sends (uploaded, fetched or base64 in JSON) passes through ``decode_image``:
 only JPEG, PNG and WebP are decoded, sizes are checked from the header before any pixel is
-decoded, and the result is always a fully loaded RGB image with EXIF orientation applied.
+decoded (at most the configured pixel count, at least ``MIN_IMAGE_SIDE`` on the shorter side),
+and the result is always a fully loaded RGB image with EXIF orientation applied.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ _ISO_BMFF_BRANDS = {b"avif": "AVIF", b"avis": "AVIF", b"heic": "HEIC", b"heix": 
 # Transparent pixels are composited onto white: the usual look of a cut-out on a page, and what
 # a viewer of the source image most likely saw.
 _BACKGROUND = (255, 255, 255)
+
+MIN_IMAGE_SIDE = 64
+"""Smallest shorter side, in px, of an input image. Every model cover-fits the image to hundreds
+of px a side, so below this there is next to nothing to animate: a 1×1 px "image" is a client's
+mistake (a tracking pixel, a placeholder), refused rather than turned into a video."""
 
 # Output frame sizes (width, height) per aspect ratio; both sides are multiples of 16.
 OUTPUT_SIZES: dict[str, tuple[int, int]] = {
@@ -118,7 +124,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     """Decode untrusted bytes into a fully loaded RGB image, upright per its EXIF orientation.
 
-    Raises ImageRejected for anything too large, not JPEG/PNG/WebP, or not decodable.
+    Raises ImageRejected for anything too large or too small, not JPEG/PNG/WebP, or not decodable.
     """
     if len(data) > max_bytes:
         raise ImageRejected(f"image is {len(data)} bytes, over the {max_bytes}-byte limit")
@@ -146,6 +152,10 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
             )
         if width <= 0 or height <= 0:
             raise ImageRejected(f"{name} has no pixels ({width}{_TIMES}{height})")
+        if min(width, height) < MIN_IMAGE_SIDE:
+            raise ImageRejected(
+                f"{name} is {width}{_TIMES}{height} px; the shorter side must be at least {MIN_IMAGE_SIDE} px"
+            )
         try:
             opened.load()
             upright = ImageOps.exif_transpose(opened)
