@@ -15,6 +15,7 @@ from reel.dispatch.table import TableDispatcher
 from reel.predictions.files import FileService
 from reel.predictions.image_source import ImageLimits, ImageSource
 from reel.predictions.keys import KeyService
+from reel.predictions.readiness import ReadinessService
 from reel.predictions.service import PredictionService
 from reel.predictions.webhooks import enqueue_final_event
 from reel.settings import Settings
@@ -33,6 +34,7 @@ class Services:
     keys: KeyService
     files: FileService
     predictions: PredictionService
+    readiness: ReadinessService
 
 
 def build_blob_store(settings: Settings) -> BlobStore:
@@ -111,4 +113,14 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
     predictions = PredictionService(
         sessions, blobs, dispatcher, images, allow_private_urls=settings.allow_private_urls
     )
-    return Services(settings, engine, sessions, blobs, dispatcher, KeyService(sessions), files, predictions)
+    return Services(
+        settings,
+        engine,
+        sessions,
+        blobs,
+        dispatcher,
+        KeyService(sessions),
+        files,
+        predictions,
+        ReadinessService(engine, sessions),
+    )

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from reel.predictions.keys import Principal
+from reel.predictions.readiness import ReadinessService
 from reel.settings import Settings
 from reel.wiring import Services
 
@@ -24,6 +25,13 @@ def get_settings(services: ServicesDep) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_readiness(services: ServicesDep) -> ReadinessService:
+    return services.readiness
+
+
+ReadinessDep = Annotated[ReadinessService, Depends(get_readiness)]
 
 
 def current_key(request: Request, services: ServicesDep) -> Principal:

@@ -18,6 +18,7 @@ from reel.api.envelope import failure
 from reel.api.runway_view import is_runway_path, runway_error
 from reel.errors import (
     Conflict,
+    DatabaseUnavailable,
     IdempotencyMismatch,
     InvalidInput,
     NotFound,
@@ -39,6 +40,12 @@ STATUS_BY_ERROR: list[tuple[type[ReelError], int]] = [
     (Conflict, 409),
     (ServiceUnavailable, 503),
 ]
+
+
+# What a caller reads when the database is away. The error's own message carries the driver's
+# text (the server's host, port, user), and the caller may hold no key at all: that goes to
+# the log.
+DATABASE_UNAVAILABLE_MESSAGE = "database unavailable, try again shortly"
 
 
 def status_for(exc: ReelError) -> int:
@@ -70,7 +77,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def reel_error(request: Request, exc: ReelError) -> JSONResponse:
         status = status_for(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return error_response(request, status, exc.message, headers)
+        message = exc.message
+        if isinstance(exc, DatabaseUnavailable):
+            log.warning("%s %s answered 503: %s", request.method, request.url.path, exc.message)
+            message = DATABASE_UNAVAILABLE_MESSAGE
+        return error_response(request, status, message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
