@@ -1,14 +1,19 @@
-"""Shared fixtures: one real server for the API tests, with its own data directory."""
+"""Shared fixtures: one real server for the API tests, with its own data directory, and the app
+in-process for the tests of validation and rendering."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from support.postgres import empty_tables, fresh_database
 from support.server import LiveServer, create_key
+
+if TYPE_CHECKING:
+    from support.inprocess import InProcessReel
 
 
 # `make test` must fail loudly when something it needs is missing (PostgreSQL, diffusers, an
@@ -45,6 +50,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live.stop()
     errors = live.server_errors()
     assert not errors, "requests answered with 5xx:\n" + "\n".join(errors)
+
+
+@pytest.fixture(scope="module")
+def reel_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessReel]:
+    """The app in-process with a sandbox worker (see support.inprocess), on a data dir of this
+    module's own; a 5xx answer fails the test that got it."""
+    from support.inprocess import in_process_reel  # imports the app: only for modules that use it
+
+    with in_process_reel(tmp_path_factory.mktemp("inprocess"), sync_wait_s=float(SYNC_WAIT_S)) as reel:
+        yield reel
 
 
 @pytest.fixture(scope="session")
