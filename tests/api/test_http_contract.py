@@ -2,7 +2,8 @@
 
 The SDK tests cover what the official client exercises; these cover the rest of the contract:
 the envelope on every error, the prediction object's fields, history, delete, cancel, uploads,
-served files and the system routes. Everything runs against a real ``reel serve`` process.
+served files and the system routes. Nothing here needs a process boundary, so everything runs
+against the app in-process (``support.inprocess``), with its worker in a thread.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from support.inprocess import InProcessReel, in_process_reel
 from support.media import png_base64, png_bytes
-from support.server import LiveServer, create_key
 
 MODEL = "runwayml/gen4-turbo"
 OTHER_MODEL = "wavespeed-ai/wan-2.2/i2v-720p"
@@ -34,11 +35,6 @@ WAIT_S = 60.0
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def client_for(server: LiveServer, key: str | None) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.Client(base_url=server.url, headers=headers, timeout=30)
 
 
 def body(prompt: str = SLOW, **extra: Any) -> dict[str, Any]:
@@ -87,11 +83,11 @@ def wait_for(
         time.sleep(POLL_S)
 
 
-def wait_for_log(server: LiveServer, text: str, timeout_s: float = 10.0) -> None:
+def wait_for_log(reel_app: InProcessReel, text: str, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while text not in server.log():
+    while text not in reel_app.log():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} never appeared in the server log")
+            raise AssertionError(f"{text!r} never appeared in the log")
         time.sleep(POLL_S)
 
 
@@ -111,8 +107,20 @@ def gif_base64() -> str:
 
 
 @pytest.fixture(scope="module")
-def me(server: LiveServer, api_key: str) -> Iterator[httpx.Client]:
-    with client_for(server, api_key) as client:
+def my_key(reel_app: InProcessReel) -> str:
+    return reel_app.create_key("tests")
+
+
+@pytest.fixture(scope="module")
+def me(reel_app: InProcessReel, my_key: str) -> Iterator[httpx.Client]:
+    with reel_app.client(my_key) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def anonymous(reel_app: InProcessReel) -> Iterator[httpx.Client]:
+    """No key: what a browser or ``curl`` sends to the URLs the API hands out."""
+    with reel_app.client() as client:
         yield client
 
 
@@ -142,25 +150,21 @@ def completed(me: httpx.Client) -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A server with tiny limits, for the size checks. No worker: nothing here needs one."""
-    live = LiveServer(
+def small_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessReel]:
+    """The app with tiny limits, for the size checks. No worker: nothing here needs one."""
+    with in_process_reel(
         tmp_path_factory.mktemp("small"),
-        env={
-            "REEL_MAX_UPLOAD_BYTES": "20000",
-            "REEL_MAX_BODY_BYTES": "30000",
-            "REEL_MAX_IMAGE_PIXELS": "10000",
-        },
-    ).start("--no-worker")
-    yield live
-    live.stop()
-    errors = live.server_errors()
-    assert not errors, "requests answered with 5xx:\n" + "\n".join(errors)
+        worker=False,
+        max_upload_bytes=20000,
+        max_body_bytes=30000,
+        max_image_pixels=10000,
+    ) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
-def small(small_server: LiveServer) -> Iterator[httpx.Client]:
-    with client_for(small_server, create_key(small_server.data_dir, "small")) as client:
+def small(small_app: InProcessReel) -> Iterator[httpx.Client]:
+    with small_app.client(small_app.create_key("small")) as client:
         yield client
 
 
@@ -172,7 +176,7 @@ OVER_SMALL_BODY_LIMIT = 100_000
 
 
 def test_submit_answers_200_with_a_created_prediction(
-    me: httpx.Client, server: LiveServer, made: list[str]
+    me: httpx.Client, reel_app: InProcessReel, made: list[str]
 ) -> None:
     before = datetime.now(UTC)
     data = submit(me, made, body(extra_field="ignored"))
@@ -182,7 +186,7 @@ def test_submit_answers_200_with_a_created_prediction(
     assert data["outputs"] == []
     assert data["has_nsfw_contents"] == []
     assert data["error"] == ""
-    assert data["urls"] == {"get": f"{server.url}/api/v3/predictions/{data['id']}/result"}
+    assert data["urls"] == {"get": f"{reel_app.url}/api/v3/predictions/{data['id']}/result"}
     assert isinstance(data["timings"]["inference"], int)
     assert data["timings"]["inference"] == 0
     assert ISO_MS_Z.match(data["created_at"]), data["created_at"]
@@ -206,17 +210,19 @@ def test_result_of_a_fresh_prediction_and_its_alias_agree(me: httpx.Client, made
     assert alias["status"] in {"created", "processing"}
 
 
-def test_completed_prediction(completed: dict[str, Any], server: LiveServer) -> None:
+def test_completed_prediction(
+    completed: dict[str, Any], reel_app: InProcessReel, anonymous: httpx.Client
+) -> None:
     assert completed["status"] == "completed", completed
     assert completed["error"] == ""
     assert isinstance(completed["timings"]["inference"], int)
     assert completed["timings"]["inference"] > 0
     assert completed["progress"] == 1
     (output,) = completed["outputs"]
-    assert output.startswith(server.url + "/") and output.endswith(".mp4")
+    assert output.startswith(reel_app.url + "/") and output.endswith(".mp4")
     (flag,) = completed["has_nsfw_contents"]
     assert isinstance(flag, bool)
-    video = httpx.get(output, timeout=30)
+    video = anonymous.get(output)
     assert video.status_code == 200
     assert video.headers["content-type"] == "video/mp4"
     assert video.headers["x-content-type-options"] == "nosniff"
@@ -267,23 +273,21 @@ BAD_AUTHORIZATIONS = [
 @pytest.mark.parametrize(("method", "path"), ROUTES)
 @pytest.mark.parametrize("authorization", BAD_AUTHORIZATIONS)
 def test_missing_or_wrong_key_is_a_401_envelope(
-    server: LiveServer, method: str, path: str, authorization: str | None
+    anonymous: httpx.Client, method: str, path: str, authorization: str | None
 ) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
-    response = httpx.request(method, server.url + path, headers=headers, json={"prompt": "x"}, timeout=30)
+    response = anonymous.request(method, path, headers=headers, json={"prompt": "x"})
     assert_error(response, 401, "API key")
     assert response.headers["www-authenticate"] == "Bearer"
 
 
-def test_a_valid_key_without_bearer_is_a_401(server: LiveServer, api_key: str) -> None:
-    response = httpx.get(f"{server.url}/api/v3/webhook/secret", headers={"Authorization": api_key})
+def test_a_valid_key_without_bearer_is_a_401(anonymous: httpx.Client, my_key: str) -> None:
+    response = anonymous.get("/api/v3/webhook/secret", headers={"Authorization": my_key})
     assert_error(response, 401, "API key")
 
 
-def test_bearer_scheme_is_case_insensitive(server: LiveServer, api_key: str) -> None:
-    response = httpx.get(
-        f"{server.url}/api/v3/webhook/secret", headers={"Authorization": f"bearer {api_key}"}
-    )
+def test_bearer_scheme_is_case_insensitive(anonymous: httpx.Client, my_key: str) -> None:
+    response = anonymous.get("/api/v3/webhook/secret", headers={"Authorization": f"bearer {my_key}"})
     assert data_of(response)["secret"].startswith("whsec_")
 
 
@@ -403,10 +407,10 @@ def test_a_webhook_url_to_a_private_address_is_a_400_naming_webhook(me: httpx.Cl
     ],
 )
 def test_an_image_url_to_a_private_address_is_a_400_naming_image(
-    me: httpx.Client, server: LiveServer, url: str
+    me: httpx.Client, reel_app: InProcessReel, url: str
 ) -> None:
     before = history_total(me)
-    response = me.post(f"/api/v3/{MODEL}", json=body(image=url.format(port=server.port)))
+    response = me.post(f"/api/v3/{MODEL}", json=body(image=url.format(port=reel_app.port)))
     message = assert_error(response, 400, "image")
     assert message.startswith("image:")
     assert history_total(me) == before
@@ -467,9 +471,9 @@ def test_bad_fields_are_a_400_naming_them(me: httpx.Client, payload: dict[str, A
 
 
 @pytest.fixture(scope="module")
-def history_key(server: LiveServer) -> Iterator[tuple[httpx.Client, list[dict[str, Any]]]]:
+def history_key(reel_app: InProcessReel) -> Iterator[tuple[httpx.Client, list[dict[str, Any]]]]:
     """A fresh key with three predictions, oldest first: failed (gen4), cancelled (wan), cancelled (gen4)."""
-    with client_for(server, create_key(server.data_dir, "history")) as client:
+    with reel_app.client(reel_app.create_key("history")) as client:
         failed = data_of(client.post(f"/api/v3/{MODEL}", json=body("history [sandbox:fail]")))
         failed = wait_for(client, failed["id"], lambda d: d["status"] == "failed")
         made = [failed]
@@ -576,28 +580,28 @@ def test_history_times_in_other_offsets_mean_the_same_instant(
     assert ids(listed(client, created_after=naive)) == in_utc
 
 
-def test_history_is_empty_for_a_new_key(server: LiveServer) -> None:
-    with client_for(server, create_key(server.data_dir, "empty")) as client:
+def test_history_is_empty_for_a_new_key(reel_app: InProcessReel) -> None:
+    with reel_app.client(reel_app.create_key("empty")) as client:
         assert listed(client, page=4) == {"page": 4, "total": 0, "items": []}
 
 
 # --- delete and cancel ------------------------------------------------------------------------
 
 
-def test_delete_one_completed_prediction(me: httpx.Client, server: LiveServer) -> None:
+def test_delete_one_completed_prediction(me: httpx.Client, anonymous: httpx.Client) -> None:
     data = data_of(me.post(f"/api/v3/{MODEL}", json=body("contract: to delete")))
     pid = data["id"]
     done = wait_for(me, pid, lambda d: d["status"] in {"completed", "failed"})
     assert done["status"] == "completed", done
     (output,) = done["outputs"]
-    assert httpx.get(output).status_code == 200
+    assert anonymous.get(output).status_code == 200
     before = history_total(me)
 
     assert data_of(me.delete(f"/api/v3/predictions/{pid}")) == {"id": pid, "status": "deleted"}
 
     assert_error(me.get(f"/api/v3/predictions/{pid}/result"), 404, pid)
     assert_error(me.get(f"/api/v3/predictions/{pid}"), 404, pid)
-    assert_error(httpx.get(output), 404)
+    assert_error(anonymous.get(output), 404)
     assert_error(me.delete(f"/api/v3/predictions/{pid}"), 404, pid)
     assert_error(me.post(f"/api/v3/predictions/{pid}/cancel"), 404, pid)
     assert history_total(me) == before - 1
@@ -622,7 +626,7 @@ def test_delete_many_rejects_bad_ids(me: httpx.Client, payload: dict[str, Any]) 
     assert_error(me.post("/api/v3/predictions/delete", json=payload), 400, "ids")
 
 
-def test_cancel_a_running_prediction(me: httpx.Client, server: LiveServer, made: list[str]) -> None:
+def test_cancel_a_running_prediction(me: httpx.Client, reel_app: InProcessReel, made: list[str]) -> None:
     pid = submit(me, made, body("contract: cancel me [sandbox:delay=20]"))["id"]
     wait_for(me, pid, lambda d: d["status"] == "processing")
 
@@ -632,7 +636,7 @@ def test_cancel_a_running_prediction(me: httpx.Client, server: LiveServer, made:
     assert cancelled["outputs"] == []
 
     # The worker notices at its next heartbeat and stops generating...
-    wait_for_log(server, f"prediction {pid} was cancelled or taken over; stopping")
+    wait_for_log(reel_app, f"prediction {pid} was cancelled or taken over; stopping")
     # ...and the prediction stays cancelled.
     deadline = time.monotonic() + 1.5
     while time.monotonic() < deadline:
@@ -656,25 +660,25 @@ def test_cancel_a_completed_prediction_is_a_409(me: httpx.Client, completed: dic
 
 
 def test_deleting_a_running_prediction_cancels_it(
-    me: httpx.Client, server: LiveServer, made: list[str]
+    me: httpx.Client, reel_app: InProcessReel, made: list[str]
 ) -> None:
     pid = submit(me, made, body("contract: delete me [sandbox:delay=20]"))["id"]
     wait_for(me, pid, lambda d: d["status"] == "processing")
     assert data_of(me.delete(f"/api/v3/predictions/{pid}")) == {"id": pid, "status": "deleted"}
-    wait_for_log(server, f"prediction {pid} was cancelled or taken over; stopping")
+    wait_for_log(reel_app, f"prediction {pid} was cancelled or taken over; stopping")
     assert_error(me.get(f"/api/v3/predictions/{pid}/result"), 404)
-    assert f"prediction {pid} completed" not in server.log()
+    assert f"prediction {pid} completed" not in reel_app.log()
 
 
 # --- webhook secret ---------------------------------------------------------------------------
 
 
-def test_webhook_secret_is_stable_and_per_key(me: httpx.Client, server: LiveServer, other_key: str) -> None:
+def test_webhook_secret_is_stable_and_per_key(me: httpx.Client, reel_app: InProcessReel) -> None:
     first = data_of(me.get("/api/v3/webhook/secret"))
     assert set(first) == {"secret"}
     assert first["secret"].startswith("whsec_") and len(first["secret"]) > len("whsec_") + 16
     assert data_of(me.get("/api/v3/webhook/secret")) == first
-    with client_for(server, other_key) as them:
+    with reel_app.client(reel_app.create_key("someone else")) as them:
         theirs = data_of(them.get("/api/v3/webhook/secret"))["secret"]
     assert theirs.startswith("whsec_")
     assert theirs != first["secret"]
@@ -690,29 +694,29 @@ def ticket(client: httpx.Client, filename: str, size: int, content_type: str | N
     return data_of(client.post("/api/v3/media/uploads", json=payload))
 
 
-def test_upload_ticket_shape(me: httpx.Client, server: LiveServer) -> None:
+def test_upload_ticket_shape(me: httpx.Client, reel_app: InProcessReel, anonymous: httpx.Client) -> None:
     data = ticket(me, "photo.png", 1234, "image/png")
     assert set(data) >= {"type", "filename", "size", "download_url", "upload"}
     assert data["type"] == "image"
     assert data["filename"] == "photo.png"
     assert data["size"] == 1234
-    assert data["download_url"].startswith(server.url + "/")
+    assert data["download_url"].startswith(reel_app.url + "/")
     upload = data["upload"]
     assert upload["method"] == "PUT"
-    assert upload["url"].startswith(server.url + "/")
+    assert upload["url"].startswith(reel_app.url + "/")
     assert isinstance(upload["headers"], dict)
     assert upload["headers"].get("Content-Type") == "image/png"
     # Nothing to download until the bytes arrive.
-    assert_error(httpx.get(data["download_url"]), 404)
+    assert_error(anonymous.get(data["download_url"]), 404)
 
 
-def test_two_step_upload_round_trip(me: httpx.Client, made: list[str]) -> None:
+def test_two_step_upload_round_trip(me: httpx.Client, anonymous: httpx.Client, made: list[str]) -> None:
     raw = png_bytes(120, 90)
     data = ticket(me, "frame.png", len(raw), "image/png")
-    put = httpx.put(data["upload"]["url"], content=raw, headers=data["upload"]["headers"])  # no Authorization
+    put = anonymous.put(data["upload"]["url"], content=raw, headers=data["upload"]["headers"])
     assert 200 <= put.status_code < 300, put.text
     assert "authorization" not in put.request.headers
-    served = httpx.get(data["download_url"])
+    served = anonymous.get(data["download_url"])
     assert served.status_code == 200
     assert served.content == raw
     assert served.headers["content-type"] == "image/png"
@@ -721,7 +725,7 @@ def test_two_step_upload_round_trip(me: httpx.Client, made: list[str]) -> None:
     assert submit(me, made, body(image=data["download_url"]))["status"] == "created"
 
 
-def test_chunked_upload_without_content_length(me: httpx.Client) -> None:
+def test_chunked_upload_without_content_length(me: httpx.Client, anonymous: httpx.Client) -> None:
     raw = png_bytes(200, 100)
     data = ticket(me, "chunked.png", len(raw), "image/png")
 
@@ -729,37 +733,41 @@ def test_chunked_upload_without_content_length(me: httpx.Client) -> None:
         for start in range(0, len(raw), 1000):
             yield raw[start : start + 1000]
 
-    put = httpx.put(data["upload"]["url"], content=chunks())
+    put = anonymous.put(data["upload"]["url"], content=chunks())
     assert "content-length" not in put.request.headers
     assert put.request.headers["transfer-encoding"] == "chunked"
     assert 200 <= put.status_code < 300, put.text
-    assert httpx.get(data["download_url"]).content == raw
+    assert anonymous.get(data["download_url"]).content == raw
 
 
 @pytest.mark.parametrize("chunked", [False, True])
-def test_upload_more_bytes_than_declared_is_a_413(me: httpx.Client, chunked: bool) -> None:
+def test_upload_more_bytes_than_declared_is_a_413(
+    me: httpx.Client, anonymous: httpx.Client, chunked: bool
+) -> None:
     data = ticket(me, "big.bin", 100)
     raw = b"x" * 5000
     content: bytes | Iterator[bytes] = iter([raw[:50], raw[50:]]) if chunked else raw
-    assert_error(httpx.put(data["upload"]["url"], content=content), 413, "body", "100")
-    assert_error(httpx.get(data["download_url"]), 404)
+    assert_error(anonymous.put(data["upload"]["url"], content=content), 413, "body", "100")
+    assert_error(anonymous.get(data["download_url"]), 404)
 
 
-def test_upload_url_works_once(me: httpx.Client) -> None:
+def test_upload_url_works_once(me: httpx.Client, anonymous: httpx.Client) -> None:
     data = ticket(me, "once.bin", 3)
-    assert httpx.put(data["upload"]["url"], content=b"abc").status_code == 200
-    assert_error(httpx.put(data["upload"]["url"], content=b"xyz"), 404)
-    assert httpx.get(data["download_url"]).content == b"abc"
+    assert anonymous.put(data["upload"]["url"], content=b"abc").status_code == 200
+    assert_error(anonymous.put(data["upload"]["url"], content=b"xyz"), 404)
+    assert anonymous.get(data["download_url"]).content == b"abc"
 
 
-def test_upload_with_a_wrong_token_is_a_404(me: httpx.Client) -> None:
+def test_upload_with_a_wrong_token_is_a_404(me: httpx.Client, anonymous: httpx.Client) -> None:
     data = ticket(me, "token.bin", 3)
     url = httpx.URL(data["upload"]["url"])
     assert url.params["token"]
-    assert_error(httpx.put(url.copy_set_param("token", "x" + url.params["token"][1:]), content=b"abc"), 404)
-    assert_error(httpx.put(url.copy_remove_param("token"), content=b"abc"), 400, "token")
+    assert_error(
+        anonymous.put(url.copy_set_param("token", "x" + url.params["token"][1:]), content=b"abc"), 404
+    )
+    assert_error(anonymous.put(url.copy_remove_param("token"), content=b"abc"), 400, "token")
     # The right token still works afterwards.
-    assert httpx.put(url, content=b"abc").status_code == 200
+    assert anonymous.put(url, content=b"abc").status_code == 200
 
 
 def test_declared_size_over_the_limit_is_a_413_at_the_ticket(me: httpx.Client, small: httpx.Client) -> None:
@@ -784,15 +792,17 @@ def test_bad_upload_tickets_are_a_400(me: httpx.Client, payload: dict[str, Any],
     assert_error(me.post("/api/v3/media/uploads", json=payload), 400, field)
 
 
-def test_legacy_binary_upload(me: httpx.Client, server: LiveServer, made: list[str]) -> None:
+def test_legacy_binary_upload(
+    me: httpx.Client, reel_app: InProcessReel, anonymous: httpx.Client, made: list[str]
+) -> None:
     raw = png_bytes(160, 90)
     response = me.post("/api/v3/media/upload/binary", files={"file": ("legacy.png", raw, "image/png")})
     data = data_of(response)
     assert data["type"] == "image"
     assert data["filename"] == "legacy.png"
     assert data["size"] == len(raw)
-    assert data["download_url"].startswith(server.url + "/")
-    assert httpx.get(data["download_url"]).content == raw
+    assert data["download_url"].startswith(reel_app.url + "/")
+    assert anonymous.get(data["download_url"]).content == raw
     created = submit(me, made, body(image=data["download_url"]))
     assert created["status"] == "created"
 
@@ -804,10 +814,12 @@ def test_legacy_upload_needs_a_file_part(me: httpx.Client) -> None:
     assert_error(me.post("/api/v3/media/upload/binary", data={"file": "just text"}), 400, "file")
 
 
-def test_uploaded_html_is_served_as_an_opaque_download(me: httpx.Client, tmp_path: Path) -> None:
+def test_uploaded_html_is_served_as_an_opaque_download(
+    me: httpx.Client, anonymous: httpx.Client, tmp_path: Path
+) -> None:
     page = b"<html><script>alert(document.cookie)</script></html>"
     data = ticket(me, "page.html", len(page), "text/html")
-    assert httpx.put(data["upload"]["url"], content=page).status_code == 200
+    assert anonymous.put(data["upload"]["url"], content=page).status_code == 200
     legacy = data_of(me.post("/api/v3/media/upload/binary", files={"file": ("page.html", page, "text/html")}))
     svg = data_of(
         me.post(
@@ -815,26 +827,26 @@ def test_uploaded_html_is_served_as_an_opaque_download(me: httpx.Client, tmp_pat
         )
     )
     for url in (data["download_url"], legacy["download_url"], svg["download_url"]):
-        served = httpx.get(url)
+        served = anonymous.get(url)
         assert served.status_code == 200
         assert served.headers["content-type"] == "application/octet-stream"
         assert "text/html" not in served.headers["content-type"]
         assert served.headers["x-content-type-options"] == "nosniff"
-    assert httpx.get(data["download_url"]).content == page
+    assert anonymous.get(data["download_url"]).content == page
 
 
-def test_a_file_url_with_the_wrong_name_is_a_404(me: httpx.Client) -> None:
+def test_a_file_url_with_the_wrong_name_is_a_404(me: httpx.Client, anonymous: httpx.Client) -> None:
     data = ticket(me, "name.bin", 3)
-    assert httpx.put(data["upload"]["url"], content=b"abc").status_code == 200
-    assert httpx.get(data["download_url"]).status_code == 200
-    assert_error(httpx.get(data["download_url"].rsplit("/", 1)[0] + "/other.bin"), 404)
+    assert anonymous.put(data["upload"]["url"], content=b"abc").status_code == 200
+    assert anonymous.get(data["download_url"]).status_code == 200
+    assert_error(anonymous.get(data["download_url"].rsplit("/", 1)[0] + "/other.bin"), 404)
 
 
 # --- system routes ----------------------------------------------------------------------------
 
 
-def test_models_lists_gen4_turbo_on_the_sandbox(server: LiveServer) -> None:
-    items = data_of(httpx.get(f"{server.url}/api/v3/models"))
+def test_models_lists_gen4_turbo_on_the_sandbox(anonymous: httpx.Client) -> None:
+    items = data_of(anonymous.get("/api/v3/models"))
     by_id = {item["id"]: item for item in items}
     gen4 = by_id[MODEL]
     assert gen4["backend"] == "sandbox"
@@ -843,8 +855,8 @@ def test_models_lists_gen4_turbo_on_the_sandbox(server: LiveServer) -> None:
     assert OTHER_MODEL in by_id
 
 
-def test_openapi_lists_the_routes(server: LiveServer) -> None:
-    response = httpx.get(f"{server.url}/openapi.json")
+def test_openapi_lists_the_routes(anonymous: httpx.Client) -> None:
+    response = anonymous.get("/openapi.json")
     assert response.status_code == 200
     paths = response.json()["paths"]
     for path, method in [
@@ -864,7 +876,7 @@ def test_openapi_lists_the_routes(server: LiveServer) -> None:
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
-def test_health_routes(server: LiveServer, path: str) -> None:
-    response = httpx.get(server.url + path)
+def test_health_routes(anonymous: httpx.Client, path: str) -> None:
+    response = anonymous.get(path)
     assert response.status_code == 200
     assert response.json()["status"] in {"ok", "ready"}
