@@ -140,31 +140,56 @@ class FileService:
         """The most bytes an upload awaiting them may have, if ``token`` opens it: its
         declared size, or the upload limit when none was declared."""
         with self._sessions() as session:
-            row = session.get(StoredFile, file_id)
-            if row is None or row.complete or row.upload_token_hash is None or _lapsed(row):
-                raise NotFound("no pending upload at this URL (it may have been used already)")
-            presented = hashlib.sha256(token.encode()).hexdigest()
-            if not hmac.compare_digest(row.upload_token_hash, presented):
-                raise NotFound("no pending upload at this URL (it may have been used already)")
-            return row.declared_size if row.declared_size is not None else self.max_upload_bytes
+            return self._upload_limit(self._open_ticket(session, file_id, token))
+
+    def _upload_limit(self, ticket: StoredFile) -> int:
+        return ticket.declared_size if ticket.declared_size is not None else self.max_upload_bytes
+
+    @staticmethod
+    def _open_ticket(session: Session, file_id: str, token: str, *, for_update: bool = False) -> StoredFile:
+        """The upload row ``token`` opens while it still awaits its bytes; NotFound otherwise."""
+        row = session.get(StoredFile, file_id, with_for_update=for_update)
+        if row is None or row.complete or row.upload_token_hash is None or _lapsed(row):
+            raise NotFound("no pending upload at this URL (it may have been used already)")
+        presented = hashlib.sha256(token.encode()).hexdigest()
+        if not hmac.compare_digest(row.upload_token_hash, presented):
+            raise NotFound("no pending upload at this URL (it may have been used already)")
+        return row
 
     def complete_upload(self, file_id: str, token: str, received: Path) -> StoredFile:
-        declared = self.pending_upload_size(file_id, token)
+        """Store the bytes of a two-step upload, then record them.
+
+        The bytes go first, outside any transaction: an S3 put of 20 MiB must not hold a pooled
+        connection, or SQLite's write lock, for its whole length. The record is then a short
+        transaction fenced on the ticket still being open. Every attempt stores under a key of
+        its own, so when two PUTs of one ticket race, the row gets the size and the key of the
+        one recorded, and the other deletes its bytes and answers NotFound, as a used ticket does.
+        """
+        with self._sessions() as session:
+            ticket = self._open_ticket(session, file_id, token)
+            declared, filename = self._upload_limit(ticket), ticket.filename
         size = received.stat().st_size
         if size > declared:
             raise TooLarge("body", f"{size} bytes received, more than the {declared} declared")
-        with self._sessions.begin() as session:
-            row = session.get(StoredFile, file_id, with_for_update=True)
-            if row is None or row.complete:
-                raise NotFound("no pending upload at this URL (it may have been used already)")
-            self._blobs.put_file(row.blob_key, received)
-            row.size = size
-            row.complete = True
-            row.upload_token_hash = None
+        blob_key = f"uploads/{file_id}-{secrets.token_hex(6)}/{filename}"
+        try:
+            self._blobs.put_file(blob_key, received)
+            with self._sessions.begin() as session:
+                row = self._open_ticket(session, file_id, token, for_update=True)
+                row.blob_key = blob_key
+                row.size = size
+                row.complete = True
+                row.upload_token_hash = None
+        except Exception:
+            # Not recorded (the ticket was used or lapsed meanwhile, the database is down ...):
+            # the bytes stored for it must not stay behind.
+            self._drop_blob(blob_key, "an upload that was not recorded")
+            raise
         return row
 
     def store_upload(self, owner: Principal, filename: str, content_type: str, data: bytes) -> StoredFile:
-        """The legacy one-step upload: bytes arrive with the request."""
+        """The legacy one-step upload: bytes arrive with the request, and are stored before
+        the row that makes them visible."""
         self._check_size(len(data), "file")
         if not data:
             raise InvalidInput("file", "is empty")
@@ -172,9 +197,19 @@ class FileService:
         row.size = len(data)
         row.complete = True
         self._blobs.put_bytes(row.blob_key, data)
-        with self._sessions.begin() as session:
-            session.add(row)
+        try:
+            with self._sessions.begin() as session:
+                session.add(row)
+        except Exception:
+            self._drop_blob(row.blob_key, "an upload that was not recorded")
+            raise
         return row
+
+    def _drop_blob(self, blob_key: str, why: str) -> None:
+        try:
+            self._blobs.delete(blob_key)
+        except StorageUnavailable as exc:
+            log.error("%s left blob %s behind: %s", why, blob_key, exc.message)
 
     def served(self, file_id: str, filename: str) -> ServedFile:
         with self._sessions() as session:
@@ -214,20 +249,24 @@ class FileService:
                 .where(StoredFile.kind == "upload", gone)
                 .limit(SWEEP_BATCH)
             ).all()
-        swept = []
+        deleted: dict[str, str] = {}
         for file_id, blob_key in rows:
             try:
                 self._blobs.delete(blob_key)
             except StorageUnavailable as exc:  # keep the row, so the next sweep tries again
                 log.warning("could not delete expired upload %s: %s", blob_key, exc.message)
                 continue
-            swept.append(file_id)
-        if swept:
+            deleted[file_id] = blob_key
+        swept = 0
+        if deleted:
             with self._sessions.begin() as session:
-                for row in session.scalars(select(StoredFile).where(StoredFile.id.in_(swept))):
-                    session.delete(row)
-            log.info("swept %d expired upload(s)", len(swept))
-        return len(swept)
+                for row in session.scalars(select(StoredFile).where(StoredFile.id.in_(deleted))):
+                    # A ticket whose bytes were recorded since (under a new key) is not swept.
+                    if row.blob_key == deleted[row.id]:
+                        session.delete(row)
+                        swept += 1
+            log.info("swept %d expired upload(s)", swept)
+        return swept
 
 
 def _expired(row: StoredFile) -> bool:
