@@ -3,21 +3,21 @@
 The SDK tests cover what the official client exercises; these cover the rest: the version
 header, Runway's error shape on every error, each refused field (and that nothing was
 created), the task object per status, one store seen through both dialects, and uploads.
+Nothing here needs a process boundary: it runs against the app in-process (``support.inprocess``).
 """
 
 from __future__ import annotations
 
-import http.client
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from support.inprocess import InProcessReel, in_process_reel
 from support.media import png_base64, png_bytes, png_data_uri
-from support.server import LiveServer, create_key
 
 VERSION = {"X-Runway-Version": "2024-11-06"}
 SLOW = "runway contract [sandbox:delay=60]"
@@ -25,11 +25,11 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-def runway_client(server: LiveServer, key: str | None, version: bool = True) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+def runway_client(reel_app: InProcessReel, key: str | None, version: bool = True) -> httpx.Client:
+    client = reel_app.client(key)
     if version:
-        headers.update(VERSION)
-    return httpx.Client(base_url=server.url, headers=headers, timeout=30)
+        client.headers.update(VERSION)
+    return client
 
 
 def body(**extra: Any) -> dict[str, Any]:
@@ -56,10 +56,9 @@ def assert_runway_error(response: httpx.Response, status: int, *words: str) -> s
     return message
 
 
-def wavespeed_total(server: LiveServer, key: str) -> int:
-    response = httpx.post(
-        f"{server.url}/api/v3/predictions", json={}, headers={"Authorization": f"Bearer {key}"}
-    )
+def wavespeed_total(reel_app: InProcessReel, key: str) -> int:
+    with reel_app.client(key) as client:
+        response = client.post("/api/v3/predictions", json={})
     total = response.json()["data"]["total"]
     assert isinstance(total, int)
     return total
@@ -69,14 +68,21 @@ def wavespeed_total(server: LiveServer, key: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def me_key(server: LiveServer) -> str:
+def me_key(reel_app: InProcessReel) -> str:
     """A key of this module's own, so counting its predictions sees only ours."""
-    return create_key(server.data_dir, "runway http")
+    return reel_app.create_key("runway http")
 
 
 @pytest.fixture(scope="module")
-def me(server: LiveServer, me_key: str) -> Iterator[httpx.Client]:
-    with runway_client(server, me_key) as client:
+def me(reel_app: InProcessReel, me_key: str) -> Iterator[httpx.Client]:
+    with runway_client(reel_app, me_key) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def anonymous(reel_app: InProcessReel) -> Iterator[httpx.Client]:
+    """No key and no version header: what the SDK sends to an upload URL."""
+    with reel_app.client() as client:
         yield client
 
 
@@ -103,14 +109,12 @@ def create(me: httpx.Client, made: list[str], payload: dict[str, Any]) -> str:
 
 
 @pytest.fixture(scope="module")
-def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def small_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessReel]:
     """Tiny upload limit for the size checks. No worker: nothing here needs one."""
-    live = LiveServer(tmp_path_factory.mktemp("runway-small"), env={"REEL_MAX_UPLOAD_BYTES": "20000"})
-    live.start("--no-worker")
-    yield live
-    live.stop()
-    errors = live.server_errors()
-    assert not errors, "requests answered with 5xx:\n" + "\n".join(errors)
+    with in_process_reel(
+        tmp_path_factory.mktemp("runway-small"), worker=False, max_upload_bytes=20000
+    ) as app:
+        yield app
 
 
 # --- transport: version header, auth, unknown routes -----------------------------------------
@@ -126,21 +130,21 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
     ],
 )
 def test_every_route_needs_the_version_header(
-    server: LiveServer, me_key: str, method: str, path: str
+    reel_app: InProcessReel, me_key: str, method: str, path: str
 ) -> None:
-    before = wavespeed_total(server, me_key)
-    with runway_client(server, me_key, version=False) as client:
+    before = wavespeed_total(reel_app, me_key)
+    with runway_client(reel_app, me_key, version=False) as client:
         missing = client.request(method, path, json=body())
         assert_runway_error(missing, 400, "X-Runway-Version", "2024-11-06")
         unknown = client.request(method, path, json=body(), headers={"X-Runway-Version": "2023-01-01"})
         assert_runway_error(unknown, 400, "X-Runway-Version", "2023-01-01")
-    assert wavespeed_total(server, me_key) == before
+    assert wavespeed_total(reel_app, me_key) == before
 
 
-def test_no_key_or_a_wrong_key_is_401(server: LiveServer) -> None:
-    with runway_client(server, None) as anonymous:
+def test_no_key_or_a_wrong_key_is_401(reel_app: InProcessReel) -> None:
+    with runway_client(reel_app, None) as anonymous:
         assert_runway_error(anonymous.post("/v1/image_to_video", json=body()), 401, "API key")
-    with runway_client(server, "rk_000000000000_not-a-real-key-at-all") as wrong:
+    with runway_client(reel_app, "rk_000000000000_not-a-real-key-at-all") as wrong:
         response = wrong.get("/v1/tasks/00000000-0000-4000-8000-000000000000")
         assert_runway_error(response, 401, "API key")
 
@@ -192,11 +196,11 @@ _LONG_PROMPT = "\U0001f3ac" * 501  # 501 characters, 1002 UTF-16 code units
     ],
 )
 def test_a_bad_field_is_400_naming_it_and_creates_nothing(
-    server: LiveServer, me_key: str, me: httpx.Client, change: dict[str, Any], field: str
+    reel_app: InProcessReel, me_key: str, me: httpx.Client, change: dict[str, Any], field: str
 ) -> None:
-    before = wavespeed_total(server, me_key)
+    before = wavespeed_total(reel_app, me_key)
     assert_runway_error(me.post("/v1/image_to_video", json=body(**change)), 400, field)
-    assert wavespeed_total(server, me_key) == before
+    assert wavespeed_total(reel_app, me_key) == before
 
 
 def test_a_body_that_is_not_a_json_object_is_400(me: httpx.Client) -> None:
@@ -218,12 +222,12 @@ def test_limits_that_are_just_inside_are_accepted(me: httpx.Client, made: list[s
     assert "5 or 8" in message
 
 
-def test_21_9_is_a_runway_only_size(server: LiveServer, me_key: str) -> None:
-    response = httpx.post(
-        f"{server.url}/api/v3/runwayml/gen4-turbo",
-        json={"prompt": SLOW, "image": png_base64(64, 64), "aspect_ratio": "21:9"},
-        headers={"Authorization": f"Bearer {me_key}"},
-    )
+def test_21_9_is_a_runway_only_size(reel_app: InProcessReel, me_key: str) -> None:
+    with reel_app.client(me_key) as wavespeed:
+        response = wavespeed.post(
+            "/api/v3/runwayml/gen4-turbo",
+            json={"prompt": SLOW, "image": png_base64(64, 64), "aspect_ratio": "21:9"},
+        )
     assert response.status_code == 400, response.text
     assert "aspect_ratio" in response.json()["message"]
 
@@ -262,9 +266,8 @@ def test_the_task_id_is_accepted_without_dashes_and_in_capitals(me: httpx.Client
         assert response.json()["id"] == task_id
 
 
-def test_one_store_two_views(server: LiveServer, me_key: str, me: httpx.Client, made: list[str]) -> None:
-    wavespeed = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {me_key}"}, timeout=30)
-    with wavespeed:
+def test_one_store_two_views(reel_app: InProcessReel, me_key: str, me: httpx.Client, made: list[str]) -> None:
+    with reel_app.client(me_key) as wavespeed:
         # A Runway task is a prediction ...
         task_id = create(me, made, body(ratio="1584:672"))
         prediction = wavespeed.get(f"/api/v3/predictions/{task_id.replace('-', '')}/result").json()["data"]
@@ -285,11 +288,9 @@ def test_one_store_two_views(server: LiveServer, me_key: str, me: httpx.Client, 
         assert cancelled["status"] == "cancelled"
 
 
-def test_another_keys_task_is_404(
-    server: LiveServer, other_key: str, me: httpx.Client, made: list[str]
-) -> None:
+def test_another_keys_task_is_404(reel_app: InProcessReel, me: httpx.Client, made: list[str]) -> None:
     task_id = create(me, made, body())
-    with runway_client(server, other_key) as other:
+    with runway_client(reel_app, reel_app.create_key("someone else")) as other:
         assert_runway_error(other.get(f"/v1/tasks/{task_id}"), 404)
         assert_runway_error(other.delete(f"/v1/tasks/{task_id}"), 404)
     assert me.get(f"/v1/tasks/{task_id}").json()["status"] in {"PENDING", "RUNNING"}
@@ -323,24 +324,26 @@ def start_upload(client: httpx.Client, filename: str = "cat.png") -> dict[str, A
     return dict(ticket)
 
 
-def post_file(ticket: dict[str, Any], data: bytes, filename: str = "cat.png") -> httpx.Response:
+def post_file(
+    anonymous: httpx.Client, ticket: dict[str, Any], data: bytes, filename: str = "cat.png"
+) -> httpx.Response:
     # As the SDK does it: no Authorization, the fields first, then the part named "file".
-    return httpx.post(
-        ticket["uploadUrl"], data=ticket["fields"], files={"file": (filename, data)}, timeout=30
-    )
+    return anonymous.post(ticket["uploadUrl"], data=ticket["fields"], files={"file": (filename, data)})
 
 
-def test_upload_then_use_the_uri_once_uploaded(me: httpx.Client, made: list[str]) -> None:
+def test_upload_then_use_the_uri_once_uploaded(
+    me: httpx.Client, anonymous: httpx.Client, made: list[str]
+) -> None:
     ticket = start_upload(me)
     # Not usable before the bytes arrived.
     assert_runway_error(
         me.post("/v1/image_to_video", json=body(promptImage=ticket["runwayUri"])), 400, "promptImage"
     )
-    sent = post_file(ticket, png_bytes(64, 64))
+    sent = post_file(anonymous, ticket, png_bytes(64, 64))
     assert sent.status_code == 204, sent.text
     create(me, made, body(promptImage=ticket["runwayUri"]))
     # The upload URL is good for one upload.
-    assert_runway_error(post_file(ticket, png_bytes(64, 64)), 404)
+    assert_runway_error(post_file(anonymous, ticket, png_bytes(64, 64)), 404)
 
 
 @pytest.mark.parametrize(
@@ -355,29 +358,31 @@ def test_a_bad_upload_request_is_400(me: httpx.Client, payload: dict[str, Any], 
     assert_runway_error(me.post("/v1/uploads", json=payload), 400, field)
 
 
-def test_the_upload_url_needs_its_token_and_a_file_part(me: httpx.Client) -> None:
+def test_the_upload_url_needs_its_token_and_a_file_part(me: httpx.Client, anonymous: httpx.Client) -> None:
     ticket = start_upload(me)
     wrong = re.sub(r"token=[^&]+", "token=guessed", ticket["uploadUrl"])
-    assert_runway_error(httpx.post(wrong, files={"file": ("cat.png", png_bytes(8, 8))}), 404)
-    assert_runway_error(httpx.post(ticket["uploadUrl"], data={"other": "x"}), 400, "file")
-    assert_runway_error(httpx.post(ticket["uploadUrl"], files={"file": ("cat.png", b"")}), 400, "empty")
+    assert_runway_error(anonymous.post(wrong, files={"file": ("cat.png", png_bytes(8, 8))}), 404)
+    assert_runway_error(anonymous.post(ticket["uploadUrl"], data={"other": "x"}), 400, "file")
+    assert_runway_error(anonymous.post(ticket["uploadUrl"], files={"file": ("cat.png", b"")}), 400, "empty")
 
 
-def test_an_upload_over_the_limit_is_413(small_server: LiveServer) -> None:
-    key = create_key(small_server.data_dir, "runway small")
-    with runway_client(small_server, key) as client:
+def _a_body_never_sent() -> Iterable[bytes]:
+    raise AssertionError("the app read a body it should have refused from its Content-Length")
+    yield b""  # a generator: the error comes when the app asks for the first chunk
+
+
+def test_an_upload_over_the_limit_is_413(small_app: InProcessReel) -> None:
+    key = small_app.create_key("runway small")
+    with runway_client(small_app, key) as client, small_app.client() as anonymous:
         ticket = start_upload(client)
-        assert_runway_error(post_file(ticket, b"x" * 20_001), 413, "20000")
+        assert_runway_error(post_file(anonymous, ticket, b"x" * 20_001), 413, "20000")
         # Refused from Content-Length alone, before the body is read.
-        url = httpx.URL(ticket["uploadUrl"])
-        connection = http.client.HTTPConnection(url.host, url.port, timeout=10)
-        connection.putrequest("POST", url.raw_path.decode())
-        connection.putheader("Content-Type", "multipart/form-data; boundary=x")
-        connection.putheader("Content-Length", str(10_000_000))
-        connection.endheaders()
-        response = connection.getresponse()
-        assert response.status == 413
-        assert "error" in response.read().decode()
-        connection.close()
+        response = anonymous.post(
+            ticket["uploadUrl"],
+            headers={"Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(10_000_000)},
+            content=_a_body_never_sent(),
+        )
+        assert response.status_code == 413
+        assert "error" in response.text
         # The ticket is still good for a file within the limit.
-        assert post_file(ticket, png_bytes(16, 16)).status_code == 204
+        assert post_file(anonymous, ticket, png_bytes(16, 16)).status_code == 204
