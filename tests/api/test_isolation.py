@@ -1,28 +1,33 @@
 """Keys are tenants: one key's predictions and uploads are invisible and unusable to another.
 
 A foreign prediction must look exactly like one that does not exist (404), so that ids cannot
-be probed; a revoked key stops working at once.
+be probed; a revoked key stops working at once. Nothing here needs a process boundary: it runs
+against the app in-process (``support.inprocess``), and keys are revoked with the CLI's own code.
 """
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from click.testing import Result
+from typer.testing import CliRunner
 
+from reel.cli import app as reel_cli
+from support.inprocess import InProcessReel
 from support.media import png_base64, png_bytes
-from support.server import REEL, LiveServer, create_key
 
 MODEL = "runwayml/gen4-turbo"
 # Long enough to still be running while the other key pokes at it; deleted at the end.
 SLOW = "isolation [sandbox:delay=60]"
 
 
-def client_for(server: LiveServer, key: str) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+def revoke(reel_app: InProcessReel, key_id: str) -> Result:
+    """``reel keys revoke``, as an operator runs it beside the server: the CLI's code, which builds
+    services of its own on the same database (typer's runner calls it in this process)."""
+    return CliRunner().invoke(reel_cli, ["keys", "revoke", key_id, "--data-dir", str(reel_app.data_dir)])
 
 
 def data_of(response: httpx.Response) -> Any:
@@ -47,14 +52,20 @@ def history_ids(client: httpx.Client) -> tuple[int, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def me(server: LiveServer, api_key: str) -> Iterator[httpx.Client]:
-    with client_for(server, api_key) as client:
+def me(reel_app: InProcessReel) -> Iterator[httpx.Client]:
+    with reel_app.client(reel_app.create_key("tests")) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def them(server: LiveServer, other_key: str) -> Iterator[httpx.Client]:
-    with client_for(server, other_key) as client:
+def them(reel_app: InProcessReel) -> Iterator[httpx.Client]:
+    with reel_app.client(reel_app.create_key("someone else")) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def anonymous(reel_app: InProcessReel) -> Iterator[httpx.Client]:
+    with reel_app.client() as client:
         yield client
 
 
@@ -108,11 +119,11 @@ def test_another_keys_history_does_not_include_it(
 
 @pytest.mark.parametrize("suffix", ["", "?x=1"])
 def test_another_key_cannot_use_my_upload_as_image(
-    me: httpx.Client, them: httpx.Client, server: LiveServer, suffix: str
+    me: httpx.Client, them: httpx.Client, anonymous: httpx.Client, suffix: str
 ) -> None:
     raw = png_bytes(96, 64)
     ticket = data_of(me.post("/api/v3/media/uploads", json={"filename": "mine.png", "size": len(raw)}))
-    assert httpx.put(ticket["upload"]["url"], content=raw).status_code == 200
+    assert anonymous.put(ticket["upload"]["url"], content=raw).status_code == 200
     url = ticket["download_url"] + suffix
     total_before, _ = history_ids(them)
     response = them.post(f"/api/v3/{MODEL}", json={"prompt": "steal", "image": url, "aspect_ratio": "1:1"})
@@ -132,10 +143,10 @@ def test_another_key_cannot_use_my_legacy_upload_as_image(me: httpx.Client, them
     assert_error(response, 400, "image")
 
 
-def test_a_revoked_key_is_a_401(server: LiveServer) -> None:
-    key = create_key(server.data_dir, "to revoke")
+def test_a_revoked_key_is_a_401(reel_app: InProcessReel) -> None:
+    key = reel_app.create_key("to revoke")
     key_id = key.split("_")[1]
-    with client_for(server, key) as client:
+    with reel_app.client(key) as client:
         assert data_of(client.get("/api/v3/webhook/secret"))["secret"].startswith("whsec_")
         made = data_of(
             client.post(
@@ -144,12 +155,8 @@ def test_a_revoked_key_is_a_401(server: LiveServer) -> None:
         )
         client.post(f"/api/v3/predictions/{made['id']}/cancel")
 
-        subprocess.run(
-            [*REEL, "keys", "revoke", key_id, "--data-dir", str(server.data_dir)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
+        revoked = revoke(reel_app, key_id)
+        assert revoked.exit_code == 0, revoked.output
 
         for response in (
             client.get("/api/v3/webhook/secret"),
@@ -160,20 +167,14 @@ def test_a_revoked_key_is_a_401(server: LiveServer) -> None:
         ):
             assert_error(response, 401, "API key")
     # Revoking twice says so, and fails.
-    again = subprocess.run(
-        [*REEL, "keys", "revoke", key_id, "--data-dir", str(server.data_dir)], capture_output=True, text=True
-    )
-    assert again.returncode != 0
+    assert revoke(reel_app, key_id).exit_code != 0
 
 
-def test_revoking_one_key_leaves_the_others_working(server: LiveServer, me: httpx.Client) -> None:
-    key = create_key(server.data_dir, "short-lived")
-    subprocess.run(
-        [*REEL, "keys", "revoke", key.split("_")[1], "--data-dir", str(server.data_dir)],
-        check=True,
-        capture_output=True,
-    )
-    assert_error(
-        httpx.get(f"{server.url}/api/v3/webhook/secret", headers={"Authorization": f"Bearer {key}"}), 401
-    )
+def test_revoking_one_key_leaves_the_others_working(
+    reel_app: InProcessReel, me: httpx.Client, anonymous: httpx.Client
+) -> None:
+    key = reel_app.create_key("short-lived")
+    revoked = revoke(reel_app, key.split("_")[1])
+    assert revoked.exit_code == 0, revoked.output
+    assert_error(anonymous.get("/api/v3/webhook/secret", headers={"Authorization": f"Bearer {key}"}), 401)
     assert data_of(me.get("/api/v3/webhook/secret"))["secret"].startswith("whsec_")
