@@ -10,8 +10,9 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from reel.dispatch.base import Dispatcher, FailedHook
+from reel.dispatch.base import Dispatcher
 from reel.dispatch.table import TableDispatcher
+from reel.lifecycle.transitions import EndedHook
 from reel.predictions.files import FileService
 from reel.predictions.image_source import ImageLimits, ImageSource
 from reel.predictions.keys import KeyService
@@ -60,7 +61,7 @@ def build_blob_store(settings: Settings) -> BlobStore:
 
 
 def build_dispatcher(
-    settings: Settings, engine: Engine, sessions: sessionmaker[Session], on_failed: FailedHook
+    settings: Settings, engine: Engine, sessions: sessionmaker[Session], on_failed: EndedHook
 ) -> Dispatcher:
     """``REEL_DISPATCH``: procrastinate's queue (PostgreSQL only) or leases in the predictions
     table; ``auto`` picks procrastinate on PostgreSQL."""

@@ -76,7 +76,7 @@ def test_the_sweep_deletes_expired_uploads_and_lapsed_tickets_and_keeps_the_rest
         age(services, file_id, timedelta(hours=25))
     assert services.blobs.exists(expired.blob_key)
 
-    assert Housekeeping(services).run_once() == 2
+    assert Housekeeping(services.files).run_once() == 2
 
     with services.sessions() as session:
         left = {row.id for row in session.query(StoredFile)}
@@ -86,4 +86,4 @@ def test_the_sweep_deletes_expired_uploads_and_lapsed_tickets_and_keeps_the_rest
     # A lapsed ticket no longer accepts its bytes.
     with pytest.raises(NotFound):
         services.files.pending_upload_size(lapsed.file.id, lapsed.token)
-    assert Housekeeping(services).run_once() == 0
+    assert Housekeeping(services.files).run_once() == 0

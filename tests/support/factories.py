@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reel.dispatch.base import Claim
 from reel.lifecycle.clock import new_prediction_id, utcnow
 from reel.lifecycle.states import Status
+from reel.lifecycle.transitions import Claim
 from reel.settings import Settings
 from reel.store.tables import Prediction
 from reel.wiring import Services, build_services

@@ -12,7 +12,6 @@ LOCKED`` elsewhere), so two workers never hold the same prediction.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import threading
@@ -22,12 +21,11 @@ from datetime import timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from reel.dispatch.base import Claim, FailedHook, extend_lease, give_up, requeue_prediction
+from reel.lifecycle import transitions
 from reel.lifecycle.clock import utcnow
 from reel.lifecycle.states import Status
+from reel.lifecycle.transitions import Claim, EndedHook
 from reel.store.tables import Prediction
-
-log = logging.getLogger(__name__)
 
 
 def make_worker_id() -> str:
@@ -55,7 +53,7 @@ class TableDispatcher:
         *,
         lease_s: float,
         max_attempts: int,
-        on_failed: FailedHook | None = None,
+        on_failed: EndedHook | None = None,
         poll_interval_s: float = 0.2,
     ) -> None:
         self._sessions = sessions
@@ -90,22 +88,9 @@ class TableDispatcher:
                 query = query.with_for_update(skip_locked=True)
             while (row := session.scalars(query).first()) is not None:
                 if row.status == Status.PROCESSING and row.attempts >= self._max_attempts:
-                    give_up(session, row, self._on_failed)
+                    transitions.give_up(session, row, self._on_failed)
                     continue
-                if row.status == Status.PROCESSING:
-                    log.warning(
-                        "prediction %s: worker %s stopped heartbeating; restarting it (attempt %d)",
-                        row.id,
-                        row.worker_id,
-                        row.attempts + 1,
-                    )
-                row.status = Status.PROCESSING
-                row.worker_id = worker_id
-                row.lease_expires_at = now + self._lease
-                row.attempts += 1
-                row.progress = 0.0
-                row.started_at = now
-                return Claim(row.id, row.model, worker_id, row.attempts)
+                return transitions.start(session, row, worker_id, now + self._lease)
         return None
 
     def _expire_dead_local_workers(self, session: Session) -> None:
@@ -124,11 +109,11 @@ class TableDispatcher:
 
     def heartbeat(self, claim: Claim, progress: float | None = None) -> bool:
         with self._sessions.begin() as session:
-            return extend_lease(session, claim, utcnow() + self._lease, progress)
+            return transitions.extend_lease(session, claim, utcnow() + self._lease, progress)
 
     def release(self, claim: Claim) -> None:
         with self._sessions.begin() as session:
-            requeue_prediction(session, claim)
+            transitions.requeue(session, claim)
 
     def finished(self, claim: Claim) -> None:
         # The fenced write that ended the prediction also ended the lease.

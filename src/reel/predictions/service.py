@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from reel.catalog.registry import ModelSpec, get_spec
 from reel.dispatch.base import Dispatcher
 from reel.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
+from reel.lifecycle import transitions
 from reel.lifecycle.clock import new_prediction_id, utcnow
 from reel.lifecycle.states import ACTIVE, TERMINAL, Status
 from reel.media.fetch import BlockedAddress, FetchError, validate_public_url
@@ -235,20 +236,12 @@ class PredictionService:
                 raise NotFound(f"prediction {prediction_id!r} not found")
             if row.status in TERMINAL:
                 raise Conflict(f"prediction {prediction_id} already ended as {row.status}")
-            self._mark_cancelled(row)
+            transitions.cancel(row)
         # After the commit, not inside it: aborting takes the queue job's lock, and a worker
         # fetching that job locks the job before the row (see reel.dispatch.procrastinate).
         self._dispatcher.cancelled([prediction_id])
         log.info("prediction %s cancelled", prediction_id)
         return row
-
-    @staticmethod
-    def _mark_cancelled(row: Prediction) -> None:
-        # The worker sees the status change at its next heartbeat and stops generating.
-        row.status = Status.CANCELLED
-        row.error = "cancelled by request"
-        row.finished_at = utcnow()
-        row.lease_expires_at = None
 
     def delete(self, owner: Principal, ids: list[str]) -> int:
         """Delete predictions (cancelling active ones) and their files; returns how many."""
@@ -257,7 +250,7 @@ class PredictionService:
             rows = session.scalars(self._owned(owner).where(Prediction.id.in_(ids)).with_for_update()).all()
             for row in rows:
                 if row.status in ACTIVE:
-                    self._mark_cancelled(row)
+                    transitions.cancel(row)
                 row.deleted_at = utcnow()
                 blob_keys.append(row.input_blob)
                 blob_keys.extend(row.outputs)

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import threading
 
-from reel.wiring import Services
+from reel.predictions.files import FileService
 from reel.worker.periodic import every
 
 HOUSEKEEPING_INTERVAL_S = 600.0
 
 
 class Housekeeping:
-    def __init__(self, services: Services, *, interval_s: float = HOUSEKEEPING_INTERVAL_S) -> None:
-        self._services = services
+    def __init__(self, files: FileService, *, interval_s: float = HOUSEKEEPING_INTERVAL_S) -> None:
+        self._files = files
         self._interval_s = interval_s
 
     def run_once(self) -> int:
         """Sweep until nothing expired is left; returns how many files went."""
         total = 0
-        while swept := self._services.files.sweep_expired():
+        while swept := self._files.sweep_expired():
             total += swept
         return total
 

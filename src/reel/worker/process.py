@@ -80,10 +80,13 @@ def run_worker_process(settings: Settings, *, child_of_server: bool = False) -> 
     threads = [
         threading.Thread(target=presence.run_forever, args=(stop,), name="presence", daemon=True),
         threading.Thread(
-            target=WebhookSender(services, worker_id).run_forever, args=(stop,), name="webhooks", daemon=True
+            target=WebhookSender(services.sessions, services.settings, worker_id).run_forever,
+            args=(stop,),
+            name="webhooks",
+            daemon=True,
         ),
         threading.Thread(
-            target=Housekeeping(services).run_forever, args=(stop,), name="housekeeping", daemon=True
+            target=Housekeeping(services.files).run_forever, args=(stop,), name="housekeeping", daemon=True
         ),
     ]
     for thread in threads:

@@ -1,15 +1,21 @@
 """The worker: claims predictions, runs their backend, stores the video, ends the prediction.
 
+One claim, one run, one outcome: :meth:`Worker._execute` turns whatever happens (the video
+made, a backend error, a cancel, an outage, a bug anywhere — the input blob gone, the safety
+check, the encoder) into exactly one :mod:`reel.worker.outcomes` value and never raises;
+:meth:`Worker._record` records it, once, through ``reel.lifecycle.transitions``. Nothing a
+client does and no fault outside the model takes the worker loop down.
+
 While a prediction runs, a heartbeat thread extends the claim and writes progress; when
 the heartbeat is refused (cancelled, deleted, taken over) the backend's cancel check turns
 true and generation stops at its next step (so does an abort the dispatcher is notified
-of). Every write that ends a prediction is fenced on ``worker_id`` and ``status =
-processing``, so a worker that lost its claim can never overwrite the result of the one
-that took over.
+of). Every write that ends a prediction is fenced on the claim, so a worker that lost it
+can never overwrite the result of the one that took over.
 
-The database may go away for a while (a PostgreSQL restart): the loop waits and retries,
-the heartbeat keeps trying, a finished video waits for its write, and a prediction the
-worker cannot start is handed back.
+The database or the blob store may go away for a while (a PostgreSQL restart, an S3 blip):
+the loop waits and retries, the heartbeat keeps trying, a finished video's upload is retried
+for as long as the lease may still be alive and its record waits for the database, and a
+prediction the worker cannot start is handed back.
 """
 
 from __future__ import annotations
@@ -21,36 +27,55 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
+import numpy as np
 from PIL import Image
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from reel.backends.base import Backend, GenerationCancelled, GenerationError, GenerationRequest
-from reel.dispatch.base import Claim, held_by
-from reel.lifecycle.clock import new_file_id, utcnow
+from reel.backends.base import Backend, FrameSink, GenerationCancelled, GenerationError, GenerationRequest
+from reel.dispatch.base import Dispatcher
+from reel.errors import StorageUnavailable
+from reel.lifecycle import transitions
+from reel.lifecycle.clock import new_file_id
 from reel.lifecycle.failures import FailureCode
 from reel.lifecycle.states import Status
+from reel.lifecycle.transitions import Claim, OutputFile
 from reel.media.safety import NsfwClassifier
 from reel.media.video import H264Writer
 from reel.predictions.views import OUTPUT_FILENAME
 from reel.predictions.webhooks import enqueue_final_event
-from reel.store.tables import Prediction, StoredFile
-from reel.wiring import Services
+from reel.settings import Settings
+from reel.storage.base import BlobStore
+from reel.store.tables import Prediction
+from reel.worker.outcomes import Cancelled, Completed, Failed, HandedBack, Lost, Outcome
 from reel.worker.periodic import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
-"""The database or the blob store is unreachable, or SQLite stayed locked: worth waiting for,
-never a reason to fail a prediction."""
 FIRST_RETRY_S = 0.2
 MAX_RETRY_S = 5.0
 
 T = TypeVar("T")
 
 
-def _first_line(exc: BaseException) -> str:
+class WorkerServices(Protocol):
+    """What a worker needs of the object graph (``reel.wiring.Services`` has it all)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def sessions(self) -> sessionmaker[Session]: ...
+
+    @property
+    def blobs(self) -> BlobStore: ...
+
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+
+
+def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
@@ -61,24 +86,50 @@ class _Running:
     lost: threading.Event = field(default_factory=threading.Event)
     """Set when the heartbeat is refused: cancelled, deleted or taken over."""
     done: threading.Event = field(default_factory=threading.Event)
+    last_beat: float = field(default_factory=time.monotonic)
+    """When the lease was last extended (monotonic): it lives ``lease_s`` beyond that."""
+
+    def stopped(self) -> bool:
+        """Cancelled, deleted or taken over: nothing this worker does for it counts any more."""
+        return self.lost.is_set() or self.claim.cancelled.is_set()
+
+
+class _WatchedSink:
+    """The encoder as the backend sees it, remembering an error the encoder itself raised
+    (a full disk, say), so that it is not blamed on the model."""
+
+    def __init__(self, inner: FrameSink) -> None:
+        self._inner = inner
+        self.error: Exception | None = None
+
+    def write(self, frame: np.ndarray) -> None:
+        try:
+            self._inner.write(frame)
+        except Exception as exc:
+            self.error = exc
+            raise
 
 
 class Worker:
     def __init__(
         self,
-        services: Services,
+        services: WorkerServices,
         backends: dict[str, Backend],
         worker_id: str,
         *,
         nsfw: NsfwClassifier | None = None,
     ) -> None:
-        self._services = services
         self._settings = services.settings
+        self._sessions = services.sessions
+        self._blobs = services.blobs
+        self._dispatcher = services.dispatcher
         self._backends = backends
         self.worker_id = worker_id
         self._nsfw = nsfw or NsfwClassifier()
         self._heartbeat_s = max(0.1, min(1.0, self._settings.lease_s / 4))
         self.shutting_down = threading.Event()
+
+    # --- the loop -------------------------------------------------------------------------
 
     def run_forever(self) -> None:
         log.info("worker %s serving %s", self.worker_id, ", ".join(sorted(self._backends)))
@@ -87,111 +138,115 @@ class Worker:
             try:
                 worked = self.run_once()
             except UNAVAILABLE as exc:
-                log.warning("worker %s: %s; retrying in %.1f s", self.worker_id, _first_line(exc), delay)
+                log.warning("worker %s: %s; retrying in %.1f s", self.worker_id, first_line(exc), delay)
+                self.shutting_down.wait(delay)
+                delay = min(delay * 2, MAX_RETRY_S)
+                continue
+            except Exception:
+                # A bug in claiming or recording: the prediction involved is retried when its
+                # lease runs out (or failed after max_attempts); the worker lives on.
+                log.exception("worker %s: unexpected error; retrying in %.1f s", self.worker_id, delay)
                 self.shutting_down.wait(delay)
                 delay = min(delay * 2, MAX_RETRY_S)
                 continue
             delay = FIRST_RETRY_S
             if not worked:
                 # Returns when a prediction may be waiting (a notification), or after a poll interval.
-                self._services.dispatcher.wait_for_work(list(self._backends), self.shutting_down)
+                self._dispatcher.wait_for_work(list(self._backends), self.shutting_down)
 
     def run_once(self) -> bool:
-        """Run the next waiting prediction, if any. Returns whether there was one."""
-        dispatcher = self._services.dispatcher
-        claim = dispatcher.claim(self.worker_id, list(self._backends))
+        """Run the next waiting prediction, if any. Returns whether there was one; raises the
+        outage after handing a prediction back because of one (the loop waits it out)."""
+        claim = self._dispatcher.claim(self.worker_id, list(self._backends))
         if claim is None:
             return False
         running = _Running(claim)
         beat = threading.Thread(target=self._heartbeat, args=(running,), daemon=True)
         beat.start()
-        handed_back = False
+        scratch = self._blobs.scratch_dir() / f"{claim.prediction_id}-{claim.attempt}.mp4"
         try:
-            handed_back = self._run(running)
-        except UNAVAILABLE as exc:
-            log.warning("prediction %s: %s; handing it back", claim.prediction_id, _first_line(exc))
-            handed_back = self._hand_back(claim)
-            raise  # run_forever waits before claiming again, rather than spin on the outage
+            outcome = self._execute(running, scratch)
+            self._record(running, outcome)
         finally:
+            scratch.unlink(missing_ok=True)  # stored, failed or abandoned: never left behind
             running.done.set()
             beat.join()
-            if not handed_back:
-                dispatcher.finished(claim)
+        if isinstance(outcome, HandedBack) and outcome.outage is not None:
+            raise outcome.outage
         return True
 
-    def _hand_back(self, claim: Claim) -> bool:
-        try:
-            self._services.dispatcher.release(claim)
-        except UNAVAILABLE as exc:
-            # The claim's lease runs out and the dispatcher gives the prediction to a worker then.
-            log.warning("prediction %s: could not hand it back either (%s)", claim.prediction_id, exc)
-        return True
+    # --- one prediction -------------------------------------------------------------------
 
-    def _until_written(self, claim: Claim, write: Callable[[], T]) -> T:
-        """``write()``, retried while the database is away; it is fenced, so a retry that comes
-        after the claim was lost writes nothing. Gives up only when the worker stops."""
-        delay = FIRST_RETRY_S
-        while True:
-            try:
-                return write()
-            except UNAVAILABLE as exc:
-                if self.shutting_down.is_set():
-                    raise
-                log.warning(
-                    "prediction %s: cannot record its end yet (%s); retrying in %.1f s",
-                    claim.prediction_id,
-                    _first_line(exc),
-                    delay,
-                )
-                self.shutting_down.wait(delay)
-                delay = min(delay * 2, MAX_RETRY_S)
-
-    def _heartbeat(self, running: _Running) -> None:
-        dispatcher = self._services.dispatcher
-        while not running.done.wait(self._heartbeat_s):
-            try:
-                alive = dispatcher.heartbeat(running.claim, running.progress)
-            except UNAVAILABLE as exc:  # the generation goes on; its end waits for the database
-                log.warning(
-                    "heartbeat for %s failed (%s); retrying", running.claim.prediction_id, _first_line(exc)
-                )
-                continue
-            except Exception:  # nor must a bug here kill it
-                log.exception("heartbeat for %s failed; retrying", running.claim.prediction_id)
-                continue
-            if not alive and not running.done.is_set():
-                log.info("prediction %s was cancelled or taken over; stopping", running.claim.prediction_id)
-                running.lost.set()
-                return
-
-    def _run(self, running: _Running) -> bool:
-        """Generate and record ``running``'s prediction. Returns whether it was handed back."""
+    def _execute(self, running: _Running, scratch: Path) -> Outcome:
+        """Everything from reading the claimed prediction to its video in blob storage, as one
+        outcome. Never raises."""
         claim = running.claim
-        with self._services.sessions() as session:
-            row = session.get(Prediction, claim.prediction_id)
-            if row is None:
-                return False
-            params = dict(row.params)
-            input_blob = row.input_blob
-        backend = self._backends[claim.model]
-        image = Image.open(io.BytesIO(self._services.blobs.read_bytes(input_blob))).convert("RGB")
-        request = GenerationRequest(
+        stage = "reading the prediction"
+        try:
+            with self._sessions() as session:
+                row = session.get(Prediction, claim.prediction_id)
+                if row is None or row.deleted_at is not None:
+                    return Cancelled()
+                params = dict(row.params)
+                input_blob = row.input_blob
+            stage = "reading the input image"
+            try:
+                data = self._blobs.read_bytes(input_blob)
+            except FileNotFoundError:
+                if running.stopped() or self._was_cancelled(claim):
+                    return Cancelled()  # deleted meanwhile, and its input with it
+                return Failed(FailureCode.INTERNAL, "the input image is no longer in storage")
+            image = Image.open(io.BytesIO(data)).convert("RGB")
+            stage = "generating"
+            generated = self._generate(running, self._request(claim, params, image), scratch)
+            if not isinstance(generated, int):
+                return generated
+            if running.stopped():
+                return self._stopped(running)
+            stage = "checking the output with the safety classifier"
+            flagged = self._nsfw.check_video(scratch)
+            if flagged and self._settings.refuse_nsfw:
+                return Failed(
+                    FailureCode.UNSAFE_OUTPUT,
+                    "the output was flagged by the safety classifier and is not returned",
+                )
+            stage = "storing the output"
+            output = self._store_output(running, scratch)
+            if output is None:
+                return self._stopped(running)
+            return Completed(output, generated, flagged)
+        except UNAVAILABLE as exc:
+            return HandedBack(f"{first_line(exc)} while {stage}", outage=exc)
+        except Exception as exc:
+            log.exception("prediction %s: unexpected error while %s", claim.prediction_id, stage)
+            return Failed(
+                FailureCode.INTERNAL, f"internal error while {stage}: {type(exc).__name__}: {first_line(exc)}"
+            )
+
+    @staticmethod
+    def _request(claim: Claim, params: dict[str, object], image: Image.Image) -> GenerationRequest:
+        return GenerationRequest(
             prediction_id=claim.prediction_id,
             model=claim.model,
-            prompt=params["prompt"],
+            prompt=str(params["prompt"]),
             image=image,
-            width=params["width"],
-            height=params["height"],
-            fps=params["fps"],
-            num_frames=params["num_frames"],
-            seed=params.get("seed"),
+            width=int(params["width"]),  # type: ignore[call-overload]
+            height=int(params["height"]),  # type: ignore[call-overload]
+            fps=int(params["fps"]),  # type: ignore[call-overload]
+            num_frames=int(params["num_frames"]),  # type: ignore[call-overload]
+            seed=params.get("seed"),  # type: ignore[arg-type]
             params={
                 k: v
                 for k, v in params.items()
                 if k in ("negative_prompt", "duration", "num_inference_steps", "guidance_scale")
             },
         )
-        scratch = self._services.blobs.scratch_dir() / f"{claim.prediction_id}-{claim.attempt}.mp4"
+
+    def _generate(self, running: _Running, request: GenerationRequest, scratch: Path) -> int | Outcome:
+        """Run the backend into an H.264 file at ``scratch``: the milliseconds it took, or the
+        outcome when it did not finish."""
+        claim = running.claim
+        backend = self._backends[claim.model]
         log.info(
             "prediction %s: generating with %s backend (attempt %d)",
             claim.prediction_id,
@@ -203,109 +258,181 @@ class Worker:
             running.progress = max(running.progress, min(0.99, max(0.0, fraction)))
 
         def is_cancelled() -> bool:
-            return running.lost.is_set() or claim.cancelled.is_set() or self.shutting_down.is_set()
+            return running.stopped() or self.shutting_down.is_set()
 
         started = time.monotonic()
+        encoder: _WatchedSink | None = None
+        returned = False
         try:
             with H264Writer(scratch, width=request.width, height=request.height, fps=request.fps) as sink:
-                backend.generate(request, sink, on_progress, is_cancelled)
-        except GenerationCancelled:
-            scratch.unlink(missing_ok=True)
-            lost = running.lost.is_set() or claim.cancelled.is_set()
-            if self.shutting_down.is_set() and not lost:
-                log.info("prediction %s handed back: worker shutting down", claim.prediction_id)
-                return self._hand_back(claim)
-            log.info("prediction %s: generation stopped (cancelled or taken over)", claim.prediction_id)
-            return False
-        except GenerationError as exc:
-            self._fail(claim, str(exc), FailureCode.GENERATION)
-            return False
+                encoder = _WatchedSink(sink)
+                backend.generate(request, encoder, on_progress, is_cancelled)
+                returned = True
+        except UNAVAILABLE:
+            raise
         except Exception as exc:
+            if encoder is None or encoder.error is not None or returned:
+                # The encoder failed (opening the file, taking a frame however the backend then
+                # reported it, or finishing the file): not the model's fault.
+                error = exc if encoder is None or encoder.error is None else encoder.error
+                log.warning("prediction %s: encoding the video failed: %s", claim.prediction_id, error)
+                return Failed(
+                    FailureCode.INTERNAL,
+                    f"internal error while encoding the video: {type(error).__name__}: {first_line(error)}",
+                )
+            if isinstance(exc, GenerationCancelled):
+                if self.shutting_down.is_set() and not running.stopped():
+                    return HandedBack("the worker is shutting down")
+                return self._stopped(running)
+            if isinstance(exc, GenerationError):
+                return Failed(FailureCode.GENERATION, str(exc))
             log.exception("prediction %s: %s backend crashed", claim.prediction_id, backend.kind)
-            self._fail(
-                claim,
-                f"internal error in the {backend.kind} backend: {type(exc).__name__}: {exc}",
+            return Failed(
                 FailureCode.INTERNAL,
+                f"internal error in the {backend.kind} backend: {type(exc).__name__}: {exc}",
             )
-            return False
-        inference_ms = int((time.monotonic() - started) * 1000)
         # Counted by bench/fault_drill.py: a generation that ran to its end, kept or not.
         log.info("prediction %s: generation finished (attempt %d)", claim.prediction_id, claim.attempt)
-        flagged = self._nsfw.check_video(scratch)
-        if flagged and self._settings.refuse_nsfw:
-            scratch.unlink(missing_ok=True)
-            self._fail(
-                claim,
-                "the output was flagged by the safety classifier and is not returned",
-                FailureCode.UNSAFE_OUTPUT,
-            )
-            return False
-        self._complete(claim, scratch, inference_ms, flagged)
-        return False
+        return int((time.monotonic() - started) * 1000)
 
-    def _owned_row(self, session: Session, claim: Claim) -> Prediction | None:
-        return session.scalars(select(Prediction).where(held_by(claim)).with_for_update()).first()
-
-    def _complete(self, claim: Claim, video: Path, inference_ms: int, flagged: bool) -> None:
-        blobs = self._services.blobs
+    def _store_output(self, running: _Running, video: Path) -> OutputFile | None:
+        """Put the finished video in blob storage, retrying a store that is away for as long as
+        this worker's lease may still be alive (the heartbeat goes on meanwhile). None when the
+        prediction was cancelled or taken over meanwhile; raises the outage when the lease ran
+        out or the worker is stopping (then the prediction is handed back)."""
         file_id = new_file_id()
-        blob_key = f"outputs/{file_id}.mp4"
-        size = video.stat().st_size
-        blobs.put_file(blob_key, video)
-        if not self._until_written(
-            claim, lambda: self._record_completion(claim, file_id, blob_key, size, inference_ms, flagged)
-        ):
-            log.info("prediction %s ended elsewhere; discarding this output", claim.prediction_id)
-            blobs.delete(blob_key)
-            return
-        log.info("prediction %s completed in %d ms", claim.prediction_id, inference_ms)
-
-    def _record_completion(
-        self, claim: Claim, file_id: str, blob_key: str, size: int, inference_ms: int, flagged: bool
-    ) -> bool:
-        blobs = self._services.blobs
-        with self._services.sessions.begin() as session:
-            row = self._owned_row(session, claim)
-            if row is None:
-                return False
-            session.add(
-                StoredFile(
-                    id=file_id,
-                    key_id=row.key_id,
-                    kind="output",
-                    blob_key=blob_key,
-                    filename=OUTPUT_FILENAME,
-                    content_type="video/mp4",
-                    size=size,
-                    complete=True,
-                    prediction_id=row.id,
-                    created_at=utcnow(),
+        output = OutputFile(file_id, f"outputs/{file_id}.mp4", OUTPUT_FILENAME, video.stat().st_size)
+        delay = FIRST_RETRY_S
+        while True:
+            try:
+                self._blobs.put_file(output.blob_key, video)
+                return output
+            except StorageUnavailable as exc:
+                if running.stopped():
+                    return None
+                lease_left = self._settings.lease_s - (time.monotonic() - running.last_beat)
+                if self.shutting_down.is_set() or lease_left <= delay:
+                    raise
+                log.warning(
+                    "prediction %s: cannot store its video yet (%s); retrying in %.1f s",
+                    running.claim.prediction_id,
+                    first_line(exc),
+                    delay,
                 )
+                self.shutting_down.wait(delay)
+                delay = min(delay * 2, MAX_RETRY_S)
+
+    def _stopped(self, running: _Running) -> Outcome:
+        """Why generation stopped though the worker goes on: cancelled/deleted, or taken over."""
+        if running.claim.cancelled.is_set() or self._was_cancelled(running.claim):
+            log.info("prediction %s: stopped, it was cancelled or deleted", running.claim.prediction_id)
+            return Cancelled()
+        log.info("prediction %s: stopped, another worker holds it now", running.claim.prediction_id)
+        return Lost()
+
+    def _was_cancelled(self, claim: Claim) -> bool:
+        try:
+            with self._sessions() as session:
+                row = session.get(Prediction, claim.prediction_id)
+        except UNAVAILABLE:
+            return False
+        return row is None or row.deleted_at is not None or row.status == Status.CANCELLED
+
+    # --- recording the outcome ------------------------------------------------------------
+
+    def _record(self, running: _Running, outcome: Outcome) -> None:
+        """The one place an outcome is written: through the lifecycle's fenced transitions,
+        then the dispatcher is told the claim is over (or the prediction handed back)."""
+        claim = running.claim
+        ended = self._ended_hook
+        if isinstance(outcome, HandedBack):
+            log.info("prediction %s handed back: %s", claim.prediction_id, outcome.reason)
+            self._hand_back(claim)
+            return
+        if isinstance(outcome, Completed):
+            self._record_completion(claim, outcome)
+        elif isinstance(outcome, Failed):
+
+            def fail(session: Session) -> bool:
+                return transitions.fail(session, claim, outcome.message, outcome.code, on_ended=ended)
+
+            if self._until_written(claim, fail):
+                log.warning("prediction %s failed: %s", claim.prediction_id, outcome.message)
+        self._dispatcher.finished(claim)
+
+    def _record_completion(self, claim: Claim, outcome: Completed) -> None:
+        def complete(session: Session) -> bool:
+            return transitions.complete(
+                session,
+                claim,
+                outcome.output,
+                inference_ms=outcome.inference_ms,
+                flagged=outcome.flagged,
+                on_ended=self._ended_hook,
             )
-            row.status = Status.COMPLETED
-            row.outputs = [blob_key]
-            row.output_file_ids = [file_id]
-            row.nsfw = [flagged]
-            row.progress = 1.0
-            row.inference_ms = inference_ms
-            row.finished_at = utcnow()
-            row.lease_expires_at = None
-            enqueue_final_event(session, row, self._settings.public_base, blobs)
-        return True
 
-    def _fail(self, claim: Claim, reason: str, code: FailureCode) -> None:
-        if self._until_written(claim, lambda: self._record_failure(claim, reason, code)):
-            log.warning("prediction %s failed: %s", claim.prediction_id, reason)
+        try:
+            recorded = self._until_written(claim, complete)
+        except BaseException:
+            self._delete_output(outcome.output, "its completion could not be recorded")
+            raise
+        if recorded:
+            log.info("prediction %s completed in %d ms", claim.prediction_id, outcome.inference_ms)
+        else:
+            self._delete_output(outcome.output, "the prediction ended elsewhere")
 
-    def _record_failure(self, claim: Claim, reason: str, code: FailureCode) -> bool:
-        with self._services.sessions.begin() as session:
-            row = self._owned_row(session, claim)
-            if row is None:
-                return False
-            row.status = Status.FAILED
-            row.error = reason
-            row.failure_code = code
-            row.finished_at = utcnow()
-            row.lease_expires_at = None
-            enqueue_final_event(session, row, self._settings.public_base, self._services.blobs)
-        return True
+    def _ended_hook(self, session: Session, row: Prediction) -> None:
+        enqueue_final_event(session, row, self._settings.public_base, self._blobs)
+
+    def _delete_output(self, output: OutputFile, why: str) -> None:
+        log.info("discarding output %s: %s", output.blob_key, why)
+        try:
+            self._blobs.delete(output.blob_key)
+        except StorageUnavailable as exc:
+            log.error("output %s left behind: %s", output.blob_key, exc.message)
+
+    def _hand_back(self, claim: Claim) -> None:
+        try:
+            self._dispatcher.release(claim)
+        except UNAVAILABLE as exc:
+            # The claim's lease runs out and the dispatcher gives the prediction to a worker then.
+            log.warning("prediction %s: could not hand it back either (%s)", claim.prediction_id, exc)
+
+    def _until_written(self, claim: Claim, write: Callable[[Session], T]) -> T:
+        """``write(session)`` in a write transaction, retried while the database is away; it is
+        fenced, so a retry that comes after the claim was lost writes nothing. Gives up only
+        when the worker stops."""
+        delay = FIRST_RETRY_S
+        while True:
+            try:
+                with self._sessions.begin() as session:
+                    return write(session)
+            except UNAVAILABLE as exc:
+                if self.shutting_down.is_set():
+                    raise
+                log.warning(
+                    "prediction %s: cannot record its end yet (%s); retrying in %.1f s",
+                    claim.prediction_id,
+                    first_line(exc),
+                    delay,
+                )
+                self.shutting_down.wait(delay)
+                delay = min(delay * 2, MAX_RETRY_S)
+
+    def _heartbeat(self, running: _Running) -> None:
+        while not running.done.wait(self._heartbeat_s):
+            try:
+                alive = self._dispatcher.heartbeat(running.claim, running.progress)
+            except UNAVAILABLE as exc:  # the generation goes on; its end waits for the database
+                log.warning(
+                    "heartbeat for %s failed (%s); retrying", running.claim.prediction_id, first_line(exc)
+                )
+                continue
+            except Exception:  # nor must a bug here kill it
+                log.exception("heartbeat for %s failed; retrying", running.claim.prediction_id)
+                continue
+            if not alive and not running.done.is_set():
+                log.info("prediction %s was cancelled or taken over; stopping", running.claim.prediction_id)
+                running.lost.set()
+                return
+            running.last_beat = time.monotonic()

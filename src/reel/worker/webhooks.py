@@ -13,12 +13,13 @@ import time
 from datetime import timedelta
 
 from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from reel.lifecycle.clock import utcnow
 from reel.media.fetch import FetchError, post_safely
 from reel.predictions.webhooks import sign
+from reel.settings import Settings
 from reel.store.tables import WebhookDelivery
-from reel.wiring import Services
 from reel.worker.periodic import UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,16 @@ def backoff_s(base_s: float, attempt: int) -> float:
 
 
 class WebhookSender:
-    def __init__(self, services: Services, worker_id: str, *, poll_interval_s: float = 0.5) -> None:
-        self._services = services
-        self._settings = services.settings
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        worker_id: str,
+        *,
+        poll_interval_s: float = 0.5,
+    ) -> None:
+        self._sessions = sessions
+        self._settings = settings
         self._worker_id = worker_id
         self._poll_interval_s = poll_interval_s
 
@@ -61,7 +69,7 @@ class WebhookSender:
 
     def _claim(self) -> WebhookDelivery | None:
         now = utcnow()
-        with self._services.sessions.begin() as session:
+        with self._sessions.begin() as session:
             row = session.scalars(
                 select(WebhookDelivery)
                 .where(
@@ -101,7 +109,7 @@ class WebhookSender:
                 error = f"receiver answered status {status}"
         except FetchError as exc:
             error = exc.message
-        with self._services.sessions.begin() as session:
+        with self._sessions.begin() as session:
             row = session.get(WebhookDelivery, delivery.id)
             if row is None:
                 return
