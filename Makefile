@@ -2,9 +2,13 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-PORT ?= 8000
-DATA_DIR ?= ./data
+
+# `make serve PORT=9000` (HOST, PORT, DATA_DIR, given on make's command line or in the
+# environment) passes reel the matching flag. Flags override reel's settings, so only those are
+# passed: otherwise REEL_HOST, REEL_PORT and REEL_DATA_DIR decide, defaulting to 127.0.0.1, 8000
+# and ./data.
+flag_if_given = $(if $(filter-out undefined,$(origin $(1))),$(2) '$($(1))')
+SERVE_FLAGS = $(call flag_if_given,HOST,--host) $(call flag_if_given,PORT,--port) $(call flag_if_given,DATA_DIR,--data-dir)
 
 .PHONY: serve test lint key clean check-services check-node
 
@@ -38,10 +42,10 @@ serve: $(VENV)/.installed
 		echo "make serve: NO NVIDIA GPU FOUND - not installing the models extra; every model is served by"; \
 		echo "the CPU SANDBOX (not AI generation). REEL_INSTALL_MODELS=1 make serve installs it anyway."; \
 	fi
-	$(BIN)/reel serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+	$(BIN)/reel serve $(SERVE_FLAGS)
 
 key: $(VENV)/.installed
-	@$(BIN)/reel keys create --data-dir $(DATA_DIR)
+	@$(BIN)/reel keys create $(call flag_if_given,DATA_DIR,--data-dir)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
