@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     sync_wait_s: float = Field(90.0, description="How long enable_sync_mode holds a POST open.")
     max_body_bytes: int = Field(32 * 1024 * 1024, description="Largest JSON request body.")
     max_upload_bytes: int = Field(20 * 1024 * 1024, description="Largest uploaded or fetched image.")
+    max_inline_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=0,
+        description="Most base64 (enable_base64_output) one answer inlines; over it the answer is a 413.",
+    )
     max_image_pixels: int = Field(40_000_000, description="Largest decoded image, width × height.")
     allow_private_urls: bool = Field(
         False, description="Let image and webhook URLs reach private addresses. Local development only."

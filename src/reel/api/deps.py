@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from reel.predictions.keys import Principal
 from reel.predictions.readiness import ReadinessService
+from reel.predictions.views import PredictionViews
 from reel.settings import Settings
 from reel.wiring import Services
 
@@ -32,6 +33,15 @@ def get_readiness(services: ServicesDep) -> ReadinessService:
 
 
 ReadinessDep = Annotated[ReadinessService, Depends(get_readiness)]
+
+
+def get_views(services: ServicesDep) -> PredictionViews:
+    settings = services.settings
+    return PredictionViews(settings.public_base, services.blobs, settings.max_inline_bytes)
+
+
+ViewsDep = Annotated[PredictionViews, Depends(get_views)]
+"""Rendering may read whole blobs: from async code, call it in a worker thread."""
 
 
 def current_key(request: Request, services: ServicesDep) -> Principal:

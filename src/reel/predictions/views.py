@@ -1,13 +1,27 @@
-"""The WaveSpeed v3 prediction object, as the API returns it and webhooks send it."""
+"""The WaveSpeed v3 prediction object, as the API returns it and webhooks send it.
+
+With ``enable_base64_output`` a completed prediction's outputs are inlined as base64 in the
+answers about that one prediction (submit in sync mode, result, cancel), as WaveSpeed does,
+up to ``REEL_MAX_INLINE_BYTES`` per answer; history pages carry URLs (a page of 100 inlined
+videos would be gigabytes). Rendering may read whole blobs and sign URLs, which on S3 is
+network I/O: callers on an event loop run it in a worker thread.
+"""
 
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Any
 
+from reel.errors import TooLarge
 from reel.lifecycle.clock import iso_ms
+from reel.lifecycle.states import Status
 from reel.storage.base import BlobStore
 from reel.store.tables import Prediction
+
+PredictionRow = Prediction
+"""A stored prediction as the prediction service returns it: the name the API layer uses, so
+that it never imports the store."""
 
 OUTPUT_FILENAME = "output.mp4"
 
@@ -27,23 +41,75 @@ def output_urls(row: Prediction, public_base: str, blobs: BlobStore) -> list[str
     return urls
 
 
-def prediction_object(row: Prediction, public_base: str, blobs: BlobStore) -> dict[str, Any]:
-    if row.status == "completed":
-        if row.base64_output:
-            outputs = [base64.b64encode(blobs.read_bytes(key)).decode() for key in row.outputs]
-        else:
-            outputs = output_urls(row, public_base, blobs)
+def base64_length(size: int) -> int:
+    """Characters of padded base64 for ``size`` bytes."""
+    return 4 * ((size + 2) // 3)
+
+
+def inlined_outputs(
+    row: Prediction, public_base: str, blobs: BlobStore, max_inline_bytes: int | None
+) -> list[str]:
+    """The outputs as base64; over ``max_inline_bytes`` of base64 in all (None: no cap) a
+    :class:`TooLarge` names the setting and the URLs, decided from the sizes before reading."""
+    if max_inline_bytes is not None:
+        total = sum(base64_length(blobs.size(key)) for key in row.outputs)
+        if total > max_inline_bytes:
+            raise TooLarge(
+                "enable_base64_output",
+                f"prediction {row.id} completed, but its output is {total} bytes as base64, over the "
+                f"{max_inline_bytes} bytes this server inlines in one answer (REEL_MAX_INLINE_BYTES); "
+                f"download it from {' '.join(output_urls(row, public_base, blobs))}",
+            )
+    return [base64.b64encode(blobs.read_bytes(key)).decode() for key in row.outputs]
+
+
+def prediction_object(
+    row: Prediction, public_base: str, blobs: BlobStore, *, max_inline_bytes: int | None = None
+) -> dict[str, Any]:
+    """The prediction, its outputs as the submit asked for them (base64 or URLs)."""
+    if row.status != Status.COMPLETED:
+        outputs: list[str] = []
+    elif row.base64_output:
+        outputs = inlined_outputs(row, public_base, blobs, max_inline_bytes)
     else:
-        outputs = []
+        outputs = output_urls(row, public_base, blobs)
+    return _with_outputs(row, public_base, outputs)
+
+
+def history_item(row: Prediction, public_base: str, blobs: BlobStore) -> dict[str, Any]:
+    """The prediction as a history page lists it: outputs are URLs, also for base64 ones."""
+    outputs = output_urls(row, public_base, blobs) if row.status == Status.COMPLETED else []
+    return _with_outputs(row, public_base, outputs)
+
+
+def _with_outputs(row: Prediction, public_base: str, outputs: list[str]) -> dict[str, Any]:
     return {
         "id": row.id,
         "model": row.model,
         "outputs": outputs,
         "urls": {"get": f"{public_base}/api/v3/predictions/{row.id}/result"},
-        "has_nsfw_contents": list(row.nsfw) if row.status == "completed" else [],
+        "has_nsfw_contents": list(row.nsfw) if row.status == Status.COMPLETED else [],
         "status": row.status,
         "created_at": iso_ms(row.created_at),
         "error": row.error or "",
         "timings": {"inference": row.inference_ms},
         "progress": round(row.progress, 4),
     }
+
+
+@dataclass(frozen=True)
+class PredictionViews:
+    """How this server renders predictions: its public base URL, its blob store and the cap on
+    inlined base64 (None: no cap)."""
+
+    public_base: str
+    blobs: BlobStore
+    max_inline_bytes: int | None = None
+
+    def one(self, row: Prediction) -> dict[str, Any]:
+        """:func:`prediction_object`, for the answers about this one prediction."""
+        return prediction_object(row, self.public_base, self.blobs, max_inline_bytes=self.max_inline_bytes)
+
+    def listed(self, row: Prediction) -> dict[str, Any]:
+        """:func:`history_item`, for a history page."""
+        return history_item(row, self.public_base, self.blobs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -12,16 +13,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from reel.api.deps import CurrentKey, ServicesDep
+from reel.api.deps import CurrentKey, ServicesDep, ViewsDep
 from reel.api.envelope import success
 from reel.api.json_body import parse_as, read_json
 from reel.errors import NotFound
 from reel.lifecycle.states import TERMINAL, Status
 from reel.predictions.idempotency import HEADER as IDEMPOTENCY_HEADER
 from reel.predictions.service import HistoryQuery
-from reel.predictions.views import prediction_object
-from reel.store.tables import Prediction
-from reel.wiring import Services
 
 router = APIRouter(prefix="/api/v3", tags=["predictions"])
 submit_router = APIRouter(prefix="/api/v3", tags=["submit"])
@@ -29,8 +27,11 @@ submit_router = APIRouter(prefix="/api/v3", tags=["submit"])
 SYNC_POLL_S = 0.1
 
 
-def _render(services: Services, row: Prediction) -> dict[str, Any]:
-    return prediction_object(row, services.settings.public_base, services.blobs)
+async def _rendered_off_the_loop(render: Callable[[], dict[str, Any]]) -> JSONResponse:
+    """``render()`` in the envelope, both in a worker thread: rendering may read whole videos
+    from the blob store (base64 outputs, over the network on S3) and the JSON may be tens of
+    MiB, and the event loop must keep serving every other request meanwhile."""
+    return await run_in_threadpool(lambda: success(render()))
 
 
 class HistoryBody(BaseModel):
@@ -49,12 +50,15 @@ class DeleteBody(BaseModel):
 
 
 @router.post("/predictions", summary="List this key's predictions, newest first")
-async def history(request: Request, key: CurrentKey, services: ServicesDep) -> JSONResponse:
+async def history(request: Request, key: CurrentKey, services: ServicesDep, views: ViewsDep) -> JSONResponse:
+    """Items list their outputs as URLs, also those submitted with ``enable_base64_output``."""
     raw = await request.body()
     body = parse_as(HistoryBody, await read_json(request) if raw.strip() else {})
     query = HistoryQuery(**body.model_dump())
     total, rows = await run_in_threadpool(services.predictions.history, key, query)
-    return success({"page": body.page, "total": total, "items": [_render(services, r) for r in rows]})
+    return await _rendered_off_the_loop(
+        lambda: {"page": body.page, "total": total, "items": [views.listed(row) for row in rows]}
+    )
 
 
 @router.post("/predictions/delete", summary="Delete several predictions")
@@ -66,13 +70,14 @@ async def delete_many(request: Request, key: CurrentKey, services: ServicesDep) 
 
 @router.get("/predictions/{prediction_id}/result", summary="A prediction's current state")
 @router.get("/predictions/{prediction_id}", summary="A prediction's current state (alias)")
-def result(prediction_id: str, key: CurrentKey, services: ServicesDep) -> JSONResponse:
-    return success(_render(services, services.predictions.get(key, prediction_id)))
+def result(prediction_id: str, key: CurrentKey, services: ServicesDep, views: ViewsDep) -> JSONResponse:
+    # A plain `def`: FastAPI runs it in a worker thread, blob reads included.
+    return success(views.one(services.predictions.get(key, prediction_id)))
 
 
 @router.post("/predictions/{prediction_id}/cancel", summary="Cancel a waiting or running prediction")
-def cancel(prediction_id: str, key: CurrentKey, services: ServicesDep) -> JSONResponse:
-    return success(_render(services, services.predictions.cancel(key, prediction_id)))
+def cancel(prediction_id: str, key: CurrentKey, services: ServicesDep, views: ViewsDep) -> JSONResponse:
+    return success(views.one(services.predictions.cancel(key, prediction_id)))
 
 
 @router.delete("/predictions/{prediction_id}", summary="Delete a prediction (cancels it if running)")
@@ -95,7 +100,12 @@ def unknown_route(path: str) -> JSONResponse:
 
 @submit_router.post("/{model:path}", summary="Submit a prediction to a model, e.g. runwayml/gen4-turbo")
 async def submit(
-    model: str, request: Request, key: CurrentKey, services: ServicesDep, webhook: str | None = None
+    model: str,
+    request: Request,
+    key: CurrentKey,
+    services: ServicesDep,
+    views: ViewsDep,
+    webhook: str | None = None,
 ) -> JSONResponse:
     body = await read_json(request)
     submission = await run_in_threadpool(
@@ -108,19 +118,21 @@ async def submit(
     )
     row = submission.prediction
     if not submission.sync:
-        return _replay_marked(success(_render(services, row)), submission.replayed)
+        # A replayed submit may answer with a completed prediction's base64 outputs.
+        return _replay_marked(await _rendered_off_the_loop(lambda: views.one(row)), submission.replayed)
     deadline = time.monotonic() + services.settings.sync_wait_s
     while row.status not in TERMINAL and time.monotonic() < deadline:
         await asyncio.sleep(SYNC_POLL_S)
         row = await run_in_threadpool(services.predictions.get, key, row.id)
-    data = _render(services, row)
-    if row.status not in TERMINAL:
-        data["status"] = Status.PROCESSING
-        data["code"] = 5004
-        data["error"] = (
-            f"Sync mode timed out after {services.settings.sync_wait_s:g} s; the prediction is still "
-            f"running: poll {data['urls']['get']}"
-        )
+    if row.status in TERMINAL:
+        return _replay_marked(await _rendered_off_the_loop(lambda: views.one(row)), submission.replayed)
+    data = views.one(row)  # still running: no outputs, nothing is read
+    data["status"] = Status.PROCESSING
+    data["code"] = 5004
+    data["error"] = (
+        f"Sync mode timed out after {services.settings.sync_wait_s:g} s; the prediction is still "
+        f"running: poll {data['urls']['get']}"
+    )
     return _replay_marked(success(data), submission.replayed)
 
 
