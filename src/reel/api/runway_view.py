@@ -17,9 +17,8 @@ from fastapi.responses import JSONResponse
 from reel.lifecycle.clock import iso_ms
 from reel.lifecycle.failures import FailureCode
 from reel.lifecycle.states import Status
-from reel.predictions.views import output_urls
+from reel.predictions.views import PredictionRow, output_urls
 from reel.storage.base import BlobStore
-from reel.store.tables import Prediction
 
 PREFIX = "/v1"
 RUNWAY_VERSION = "2024-11-06"
@@ -67,16 +66,16 @@ def prediction_id(task_id: str) -> str:
         return task_id
 
 
-def created_task(row: Prediction) -> dict[str, Any]:
+def created_task(row: PredictionRow) -> dict[str, Any]:
     """The answer to ``POST /v1/image_to_video``."""
     return {"id": task_id(row.id), "estimatedCost": _credits()}
 
 
-def failure_code(row: Prediction) -> str:
+def failure_code(row: PredictionRow) -> str:
     return FAILURE_CODES.get(row.failure_code or "", DEFAULT_FAILURE_CODE)
 
 
-def task_object(row: Prediction, public_base: str, blobs: BlobStore) -> dict[str, Any]:
+def task_object(row: PredictionRow, public_base: str, blobs: BlobStore) -> dict[str, Any]:
     """``GET /v1/tasks/{id}``: the fields Runway's task type for this status requires."""
     status = TASK_STATUS.get(row.status, "FAILED")
     task: dict[str, Any] = {"id": task_id(row.id), "status": status, "createdAt": iso_ms(row.created_at)}

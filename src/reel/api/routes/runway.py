@@ -33,7 +33,7 @@ from reel.predictions.idempotency import HEADER as IDEMPOTENCY_HEADER
 from reel.predictions.image_source import runway_uri
 from reel.predictions.keys import Principal
 from reel.predictions.runway_inputs import RUNWAY, reel_model
-from reel.store.tables import Prediction
+from reel.predictions.views import PredictionRow
 from reel.wiring import Services
 
 # A multipart body is the file plus boundaries, part headers and the form fields.
@@ -71,7 +71,7 @@ async def image_to_video(request: Request, key: CurrentKey, services: ServicesDe
     return JSONResponse(created_task(submission.prediction), headers=headers)
 
 
-def _owned_task(services: Services, key: Principal, task_id: str) -> Prediction:
+def _owned_task(services: Services, key: Principal, task_id: str) -> PredictionRow:
     """The prediction behind ``task_id``; a 404 names the task id as the client spelled it."""
     try:
         return services.predictions.get(key, prediction_id(task_id))
