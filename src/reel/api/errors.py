@@ -42,10 +42,12 @@ STATUS_BY_ERROR: list[tuple[type[ReelError], int]] = [
 ]
 
 
-# What a caller reads when the database is away. The error's own message carries the driver's
-# text (the server's host, port, user), and the caller may hold no key at all: that goes to
-# the log.
+# What a caller reads when something Reel depends on is away. The error's own message carries
+# internals (the database's host, port and user in the driver's text; the S3 endpoint, bucket
+# and object key), and the caller may hold no key at all (an upload URL, a file URL): those go
+# to the log.
 DATABASE_UNAVAILABLE_MESSAGE = "database unavailable, try again shortly"
+STORAGE_UNAVAILABLE_MESSAGE = "storage unavailable, try again shortly"
 
 
 def status_for(exc: ReelError) -> int:
@@ -78,9 +80,13 @@ def install_error_handlers(app: FastAPI) -> None:
         status = status_for(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         message = exc.message
-        if isinstance(exc, DatabaseUnavailable):
+        if isinstance(exc, ServiceUnavailable):
             log.warning("%s %s answered 503: %s", request.method, request.url.path, exc.message)
-            message = DATABASE_UNAVAILABLE_MESSAGE
+            message = (
+                DATABASE_UNAVAILABLE_MESSAGE
+                if isinstance(exc, DatabaseUnavailable)
+                else STORAGE_UNAVAILABLE_MESSAGE
+            )
         return error_response(request, status, message, headers)
 
     @app.exception_handler(RequestValidationError)
