@@ -51,6 +51,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The playground's browser tests drive Debian's chromium: Playwright cannot download browsers here.
 CHROMIUM := /usr/bin/chromium
