@@ -161,6 +161,30 @@ def test_sqlite_reads_do_not_wait_for_a_writer_and_writes_still_take_turns(data_
         close(services)
 
 
+def test_sqlite_auth_checks_do_not_wait_for_a_writer(data_dir: Path) -> None:
+    services = services_for(data_dir)
+    try:
+        plaintext, _ = services.keys.create("t")
+        services.keys.authenticate(plaintext)  # records last_used_at: the next check only reads
+        holder = sqlite3.connect(data_dir / "reel.db", isolation_level=None, timeout=30)
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("UPDATE predictions SET progress = 0.5")
+        try:
+            checked: list[str] = []
+            checker = threading.Thread(
+                target=lambda: checked.append(services.keys.authenticate(plaintext).key_id)
+            )
+            checker.start()
+            checker.join(timeout=5)  # far below the 30 s busy_timeout a blocked check would wait
+            assert not checker.is_alive(), "an auth check waited for the writer's lock"
+            assert len(checked) == 1
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+    finally:
+        close(services)
+
+
 def test_several_processes_migrating_one_new_database_at_once_all_succeed(data_dir: Path) -> None:
     with fresh_database() as url:
         env = {**os.environ, "REEL_DATABASE_URL": url}

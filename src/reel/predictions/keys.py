@@ -69,18 +69,20 @@ class KeyService:
         if not presented:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
         match = _KEY_RE.match(presented)
-        with self._sessions.begin() as session:
+        with self._sessions() as session:  # a read: on SQLite it never waits for a writer
             row = session.get(ApiKey, match.group(1)) if match else None
-            # Hash and compare even when the id is unknown, so both paths cost the same.
-            expected = row.secret_hash if row else hash_key("")
-            valid = hmac.compare_digest(expected, hash_key(presented)) and row is not None
-            if not valid or row is None or row.revoked_at is not None:
-                raise Unauthorized("invalid API key: check the 'Authorization: Bearer <key>' header")
-            now = utcnow()
-            # Recorded at minute granularity: a write per request would serialise SQLite readers.
-            if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
-                row.last_used_at = now
-            return Principal(key_id=row.id, webhook_secret=row.webhook_secret)
+        # Hash and compare even when the id is unknown, so both paths cost the same.
+        expected = row.secret_hash if row else hash_key("")
+        valid = hmac.compare_digest(expected, hash_key(presented)) and row is not None
+        if not valid or row is None or row.revoked_at is not None:
+            raise Unauthorized("invalid API key: check the 'Authorization: Bearer <key>' header")
+        now = utcnow()
+        # Recorded at minute granularity, in a write of its own: a write per request would
+        # make every request wait for the write lock (on SQLite, behind worker heartbeats).
+        if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+            with self._sessions.begin() as session:
+                session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        return Principal(key_id=row.id, webhook_secret=row.webhook_secret)
 
     def list(self) -> list[KeyInfo]:
         with self._sessions() as session:
