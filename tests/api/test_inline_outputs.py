@@ -229,3 +229,14 @@ async def test_base64_outputs_over_the_cap_are_a_413_naming_the_setting_and_the_
     assert "1004" in message and "1000" in message and "REEL_MAX_INLINE_BYTES" in message
     assert f"{BASE}/files/{file_id}/output.mp4" in message
     assert counted.reads == []  # the size decides, before anything is read
+
+
+async def test_a_base64_output_deleted_while_its_prediction_is_read_is_a_404(
+    services: Services, client: httpx.AsyncClient, key: tuple[str, str]
+) -> None:
+    prediction_id, _ = _completed_base64_prediction(services, key[1], b"video bytes")
+    # The row was read before a DELETE removed the video: the render finds no blob.
+    services.blobs.delete(f"outputs/{prediction_id}.mp4")
+    response = await client.get(f"/api/v3/predictions/{prediction_id}/result")
+    assert response.status_code == 404, response.text
+    assert response.json()["message"] == f"prediction {prediction_id!r} not found"

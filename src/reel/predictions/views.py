@@ -13,7 +13,7 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-from reel.errors import TooLarge
+from reel.errors import NotFound, TooLarge
 from reel.lifecycle.clock import iso_ms
 from reel.lifecycle.states import Status
 from reel.storage.base import BlobStore
@@ -51,6 +51,14 @@ def inlined_outputs(
 ) -> list[str]:
     """The outputs as base64; over ``max_inline_bytes`` of base64 in all (None: no cap) a
     :class:`TooLarge` names the setting and the URLs, decided from the sizes before reading."""
+    try:
+        return _inlined(row, public_base, blobs, max_inline_bytes)
+    except FileNotFoundError as exc:
+        # Deleted between reading its row and reading its video: it is gone, as a GET now says.
+        raise NotFound(f"prediction {row.id!r} not found") from exc
+
+
+def _inlined(row: Prediction, public_base: str, blobs: BlobStore, max_inline_bytes: int | None) -> list[str]:
     if max_inline_bytes is not None:
         total = sum(base64_length(blobs.size(key)) for key in row.outputs)
         if total > max_inline_bytes:
