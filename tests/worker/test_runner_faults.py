@@ -59,7 +59,11 @@ class CountingSandbox(SandboxBackend):
         self.runs = 0
 
     def generate(
-        self, request: GenerationRequest, sink: FrameSink, progress: ProgressCallback, is_cancelled: CancelCheck
+        self,
+        request: GenerationRequest,
+        sink: FrameSink,
+        progress: ProgressCallback,
+        is_cancelled: CancelCheck,
     ) -> None:
         self.runs += 1
         super().generate(request, sink, progress, is_cancelled)
