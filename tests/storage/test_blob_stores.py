@@ -92,6 +92,17 @@ def test_delete(store: BlobStore) -> None:
     assert store.read_bytes("outputs/kept.mp4") == b"other"
 
 
+def test_deleting_a_local_upload_leaves_no_empty_folder(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.put_bytes("uploads/a1/cat.png", b"png")
+    store.put_bytes("uploads/b2/dog.png", b"png")
+    store.delete("uploads/a1/cat.png")
+    assert not (tmp_path / "blobs" / "uploads" / "a1").exists()
+    assert store.read_bytes("uploads/b2/dog.png") == b"png"
+    store.delete("uploads/b2/dog.png")
+    assert sorted(p.name for p in (tmp_path / "blobs").iterdir()) == [".scratch"]
+
+
 def test_put_file_takes_the_scratch_file(store: BlobStore) -> None:
     data = os.urandom(70_000)
     source = _scratch_file(store, data)

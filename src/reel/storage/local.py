@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -60,7 +61,15 @@ class LocalBlobStore:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        # Uploads live in a folder of their own (uploads/ID/name): take an emptied one with its
+        # file, so deleted uploads leave nothing behind. Top-level folders (inputs/, outputs/,
+        # uploads/) stay: another writer may be putting a file into one right now.
+        folder = path.parent
+        if folder.parent != self.root:
+            with contextlib.suppress(OSError):  # not empty, or already gone
+                folder.rmdir()
 
     def scratch_dir(self) -> Path:
         return self.root / ".scratch"
