@@ -12,8 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from reel.cli import app as reel_cli
 from support.inprocess import InProcessReel
