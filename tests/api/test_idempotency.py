@@ -1,9 +1,14 @@
 """Idempotent submission on both dialects: ``Idempotency-Key`` on ``POST /api/v3/{model}`` and
-``POST /v1/image_to_video``, against a real server, plus the 24-hour expiry on the store.
+``POST /v1/image_to_video``, plus the 24-hour expiry on the store.
 
 A repeated key with the same request returns the first prediction (same id, 200, nothing
 new); the same key with a different request is a 422 naming ``Idempotency-Key``; concurrent
 duplicates create one prediction.
+
+The raw-httpx tests need no process boundary: they run against the app in-process
+(``support.inprocess``), concurrent duplicates included (each request runs on the app's event
+loop and its submit in the app's thread pool, as under ``reel serve``). The Runway SDK test runs
+against a real ``reel serve``: the official client over a real socket is its point.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from reel.predictions.service import HistoryQuery
 from reel.store.tables import IdempotencyRecord
 from reel.wiring import Services
 from support.factories import insert_prediction, services_for
+from support.inprocess import InProcessReel
 from support.media import png_base64, png_data_uri
-from support.server import LiveServer, create_key
+from support.server import LiveServer
 
 MODEL = "runwayml/gen4-turbo"
 SLOW = "idempotency [sandbox:delay=60]"
@@ -43,28 +49,47 @@ def new_key() -> str:
     return f"test-{uuid.uuid4()}"
 
 
+def delete_everything(client: httpx.Client) -> None:
+    """Cancel and delete what the client's key made, so the worker is not kept busy."""
+    ids = [
+        item["id"]
+        for item in client.post("/api/v3/predictions", json={"page_size": 100}).json()["data"]["items"]
+    ]
+    if ids:
+        client.post("/api/v3/predictions/delete", json={"ids": ids})
+
+
 @pytest.fixture(scope="module")
-def me_key(server: LiveServer) -> str:
+def me_key(reel_app: InProcessReel) -> str:
     """A key of this module's own, so counting its predictions sees only ours."""
-    return create_key(server.data_dir, "idempotency")
+    return reel_app.create_key("idempotency")
 
 
 @pytest.fixture(scope="module")
-def me(server: LiveServer, me_key: str) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {me_key}", **RUNWAY_VERSION}
-    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+def my_client(reel_app: InProcessReel, me_key: str) -> Iterator[httpx.Client]:
+    with reel_app.client(me_key) as client:
+        client.headers.update(RUNWAY_VERSION)
         yield client
 
 
-@pytest.fixture(autouse=True)
-def delete_everything_afterwards(me: httpx.Client) -> Iterator[None]:
-    """Cancel and delete what a test made, so the shared worker is not kept busy."""
-    yield
-    ids = [
-        item["id"] for item in me.post("/api/v3/predictions", json={"page_size": 100}).json()["data"]["items"]
-    ]
-    if ids:
-        me.post("/api/v3/predictions/delete", json={"ids": ids})
+@pytest.fixture
+def me(my_client: httpx.Client) -> Iterator[httpx.Client]:
+    """The module's client of the app in-process; what the test made is deleted afterwards."""
+    yield my_client
+    delete_everything(my_client)
+
+
+@pytest.fixture
+def live_made(server: LiveServer, api_key: str) -> Iterator[list[str]]:
+    """Ids a test made on the live server with the session's ``api_key``; deleted afterwards (only
+    those: the key is shared), so the session's shared worker is not kept busy."""
+    made: list[str] = []
+    yield made
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30
+    ) as client:
+        for prediction_id in dict.fromkeys(made):
+            client.delete(f"/api/v3/predictions/{prediction_id}")
 
 
 def total(me: httpx.Client) -> int:
@@ -145,10 +170,10 @@ def test_without_a_key_every_submit_is_new(me: httpx.Client) -> None:
     assert first != second
 
 
-def test_keys_are_scoped_to_the_api_key(server: LiveServer, me: httpx.Client, other_key: str) -> None:
+def test_keys_are_scoped_to_the_api_key(reel_app: InProcessReel, me: httpx.Client) -> None:
     key, payload = new_key(), wavespeed_body()
     mine = submit_wavespeed(me, key, payload).json()["data"]["id"]
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {other_key}"}) as other:
+    with reel_app.client(reel_app.create_key("someone else")) as other:
         theirs = submit_wavespeed(other, key, payload).json()["data"]["id"]
         other.delete(f"/api/v3/predictions/{theirs}")
     assert mine != theirs
@@ -211,9 +236,11 @@ def test_the_same_key_on_the_other_dialect_is_a_different_request(me: httpx.Clie
     assert submit_runway(me, key, runway_body()).status_code == 422
 
 
-def test_the_runway_sdk_sends_the_key_through_extra_headers(server: LiveServer, me_key: str) -> None:
+def test_the_runway_sdk_sends_the_key_through_extra_headers(
+    server: LiveServer, api_key: str, live_made: list[str]
+) -> None:
     key = new_key()
-    with RunwayML(api_key=me_key, base_url=server.url, max_retries=0) as client:
+    with RunwayML(api_key=api_key, base_url=server.url, max_retries=0) as client:
 
         def create(seed: int) -> str:
             created = client.image_to_video.create(
@@ -225,6 +252,7 @@ def test_the_runway_sdk_sends_the_key_through_extra_headers(server: LiveServer, 
                 seed=seed,
                 extra_headers={"Idempotency-Key": key},
             )
+            live_made.append(created.id)
             return created.id
 
         assert create(seed=1) == create(seed=1)
