@@ -4,12 +4,15 @@ S3-compatible server (a JuiceFS gateway on loopback, started by the ``s3_gateway
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import pytest
@@ -101,6 +104,34 @@ def test_deleting_a_local_upload_leaves_no_empty_folder(tmp_path: Path) -> None:
     assert store.read_bytes("uploads/b2/dog.png") == b"png"
     store.delete("uploads/b2/dog.png")
     assert list((tmp_path / "blobs" / "uploads").iterdir()) == []
+
+
+def test_a_local_put_that_runs_out_of_space_leaves_no_partial_blob(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    source = tmp_path / "video.mp4"  # another filesystem, as when blobs/ is its own mount
+    source.write_bytes(os.urandom(50_000))
+    real_replace, real_copy = os.replace, shutil.copyfileobj
+
+    def cross_device(src: object, dst: object) -> None:
+        if src == source:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    def disk_full(src: BinaryIO, dst: BinaryIO) -> None:
+        dst.write(src.read(10_000))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", cross_device)
+    monkeypatch.setattr(shutil, "copyfileobj", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        store.put_file("outputs/v.mp4", source)
+    assert not store.exists("outputs/v.mp4")
+    assert list((tmp_path / "blobs" / "outputs").iterdir()) == []  # no temporary file either
+    monkeypatch.setattr(shutil, "copyfileobj", real_copy)
+    store.put_file("outputs/v.mp4", source)  # across filesystems, once there is room
+    assert store.size("outputs/v.mp4") == 50_000 and not source.exists()
 
 
 def test_put_file_takes_the_scratch_file(store: BlobStore) -> None:

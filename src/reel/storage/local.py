@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -27,15 +29,36 @@ class LocalBlobStore:
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as out:
+        with self._replacing(path) as out:
             out.write(data)
-        os.replace(tmp, path)
 
     def put_file(self, key: str, source: Path) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(source), path)
+        try:
+            os.replace(source, path)  # the same filesystem (scratch is inside the root): a rename
+            return
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+        with self._replacing(path) as out, open(source, "rb") as data:
+            shutil.copyfileobj(data, out)
+        source.unlink()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _replacing(path: Path) -> Iterator[BinaryIO]:
+        """A temporary file beside ``path`` that replaces it once written whole. If writing
+        fails (a full disk), the temporary file goes and ``path`` is untouched: a blob is
+        there complete or not at all."""
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                yield out
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def open(self, key: str, byte_range: tuple[int, int] | None = None) -> BinaryIO:
         stream = open(self._path(key), "rb")  # noqa: SIM115 - the caller closes it
