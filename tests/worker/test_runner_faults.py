@@ -222,3 +222,27 @@ def test_an_unexpected_error_in_claiming_does_not_stop_the_loop(
         worker.shutting_down.set()
         loop.join(15)
     assert not loop.is_alive() and len(calls) >= 2
+
+
+def test_a_failure_message_names_no_server_path(services: Services, owner: Principal) -> None:
+    class MissingFile:
+        kind = "missing-file"
+
+        def readiness(self) -> tuple[bool, str]:
+            return True, ""
+
+        def generate(
+            self,
+            request: GenerationRequest,
+            sink: FrameSink,
+            progress: ProgressCallback,
+            is_cancelled: CancelCheck,
+        ) -> None:
+            raise FileNotFoundError(2, "No such file or directory", "/srv/reel/weights/vae.safetensors")
+
+    prediction_id = _submit(services, owner)
+    assert Worker(services, {MODEL: MissingFile()}, "w1").run_once() is True
+    row = load(services, prediction_id)
+    assert row.error == (
+        "internal error in the missing-file backend: FileNotFoundError: [Errno 2] No such file or directory"
+    )

@@ -79,6 +79,14 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def public_reason(exc: BaseException) -> str:
+    """An unexpected error as a prediction's ``error`` shows it to its key holder: its type and
+    first line, without the server's file paths an ``OSError`` names (the log has them)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: [Errno {exc.errno}] {exc.strerror}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
 @dataclass
 class _Running:
     claim: Claim
@@ -220,7 +228,7 @@ class Worker:
         except Exception as exc:
             log.exception("prediction %s: unexpected error while %s", claim.prediction_id, stage)
             return Failed(
-                FailureCode.INTERNAL, f"internal error while {stage}: {type(exc).__name__}: {first_line(exc)}"
+                FailureCode.INTERNAL, f"internal error while {stage}: {public_reason(exc)}"
             )
 
     @staticmethod
@@ -278,7 +286,7 @@ class Worker:
                 log.warning("prediction %s: encoding the video failed: %s", claim.prediction_id, error)
                 return Failed(
                     FailureCode.INTERNAL,
-                    f"internal error while encoding the video: {type(error).__name__}: {first_line(error)}",
+                    f"internal error while encoding the video: {public_reason(error)}",
                 )
             if isinstance(exc, GenerationCancelled):
                 if self.shutting_down.is_set() and not running.stopped():
@@ -289,7 +297,7 @@ class Worker:
             log.exception("prediction %s: %s backend crashed", claim.prediction_id, backend.kind)
             return Failed(
                 FailureCode.INTERNAL,
-                f"internal error in the {backend.kind} backend: {type(exc).__name__}: {exc}",
+                f"internal error in the {backend.kind} backend: {public_reason(exc)}",
             )
         # Counted by bench/fault_drill.py: a generation that ran to its end, kept or not.
         log.info("prediction %s: generation finished (attempt %d)", claim.prediction_id, claim.attempt)
