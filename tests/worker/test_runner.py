@@ -23,6 +23,7 @@ from reel.errors import StorageUnavailable
 from reel.predictions.keys import Principal
 from reel.wiring import Services
 from reel.worker.runner import Worker
+from support.backends import ScriptedBackend
 from support.factories import load
 from support.media import png_base64
 from support.modes import RUNNER_MODES, services_in_mode
@@ -30,21 +31,9 @@ from support.modes import RUNNER_MODES, services_in_mode
 MODEL = "runwayml/gen4-turbo"
 
 
-class CrashingBackend:
-    kind = "crashing"
-
-    def readiness(self) -> tuple[bool, str]:
-        return True, ""
-
-    def generate(
-        self,
-        request: GenerationRequest,
-        sink: FrameSink,
-        progress: ProgressCallback,
-        is_cancelled: CancelCheck,
-    ) -> None:
-        progress(0.3)
-        raise ZeroDivisionError("model blew up")
+def _blows_up(request: GenerationRequest, sink: FrameSink, progress: ProgressCallback, *_: object) -> None:
+    progress(0.3)
+    raise ZeroDivisionError("model blew up")
 
 
 class SlowStepsBackend:
@@ -107,7 +96,7 @@ def test_backend_crash_fails_that_prediction_and_the_worker_goes_on(
 ) -> None:
     crashed = _submit(services, owner)
     fine = _submit(services, owner)
-    backend = CrashingBackend()
+    backend = ScriptedBackend("crashing", _blows_up)
     worker = Worker(services, {MODEL: backend}, "w1")
     assert worker.run_once()
     row = load(services, crashed)

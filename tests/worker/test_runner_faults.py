@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from reel.backends.base import CancelCheck, FrameSink, GenerationRequest, ProgressCallback
@@ -21,6 +22,7 @@ from reel.media.safety import NsfwClassifier
 from reel.predictions.keys import Principal
 from reel.wiring import Services
 from reel.worker.runner import Worker
+from support.backends import ScriptedBackend
 from support.factories import load
 from support.media import png_base64
 from support.modes import RUNNER_MODES, services_in_mode
@@ -122,25 +124,11 @@ def test_a_crashing_safety_check_fails_the_prediction_with_its_reason(
 
 
 def test_an_encoder_failure_is_not_blamed_on_the_model(services: Services, owner: Principal) -> None:
-    class WrongSizeFrames:
-        kind = "wrong-size"
-
-        def readiness(self) -> tuple[bool, str]:
-            return True, ""
-
-        def generate(
-            self,
-            request: GenerationRequest,
-            sink: FrameSink,
-            progress: ProgressCallback,
-            is_cancelled: CancelCheck,
-        ) -> None:
-            import numpy as np
-
-            sink.write(np.zeros((request.height + 2, request.width, 3), np.uint8))
+    def wrong_size_frames(request: GenerationRequest, sink: FrameSink, *_: object) -> None:
+        sink.write(np.zeros((request.height + 2, request.width, 3), np.uint8))
 
     prediction_id = _submit(services, owner)
-    worker = Worker(services, {MODEL: WrongSizeFrames()}, "w1")
+    worker = Worker(services, {MODEL: ScriptedBackend("wrong-size", wrong_size_frames)}, "w1")
     assert worker.run_once() is True
     row = load(services, prediction_id)
     assert row.status == "failed"
@@ -225,23 +213,11 @@ def test_an_unexpected_error_in_claiming_does_not_stop_the_loop(
 
 
 def test_a_failure_message_names_no_server_path(services: Services, owner: Principal) -> None:
-    class MissingFile:
-        kind = "missing-file"
-
-        def readiness(self) -> tuple[bool, str]:
-            return True, ""
-
-        def generate(
-            self,
-            request: GenerationRequest,
-            sink: FrameSink,
-            progress: ProgressCallback,
-            is_cancelled: CancelCheck,
-        ) -> None:
-            raise FileNotFoundError(2, "No such file or directory", "/srv/reel/weights/vae.safetensors")
+    def missing_file(*_: object) -> None:
+        raise FileNotFoundError(2, "No such file or directory", "/srv/reel/weights/vae.safetensors")
 
     prediction_id = _submit(services, owner)
-    assert Worker(services, {MODEL: MissingFile()}, "w1").run_once() is True
+    assert Worker(services, {MODEL: ScriptedBackend("missing-file", missing_file)}, "w1").run_once() is True
     row = load(services, prediction_id)
     assert row.error == (
         "internal error in the missing-file backend: FileNotFoundError: [Errno 2] No such file or directory"
