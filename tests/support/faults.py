@@ -9,6 +9,9 @@ Used by ``tests/test_faults.py`` and ``bench/submit_delete_storm.py``. The fault
   PostgreSQL database over and over (``pg_terminate_backend``), as a flaky network or a
   failover would; other databases on the server are left alone.
 
+:func:`short_clip_registry` writes the bundled model registry with one model id making 1 s
+clips by default, for servers (``REEL_MODELS_FILE``) whose tests need a clip but not a long one.
+
 The checks, all read from outside the processes: :func:`worker_exits` (the supervisor's
 ``worker process … exited with code`` lines), :func:`generations` (the worker's ``generation
 finished`` lines, one per generation that ran to its end), :func:`blob_files` /
@@ -18,12 +21,14 @@ predictions own: their input, and their output when completed).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import threading
 import time
+import tomllib
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -34,8 +39,9 @@ from typing import Any, TypeVar
 import httpx
 import psycopg
 
+from reel.catalog.registry import BUNDLED_REGISTRY
 from support.cluster import FINISHED
-from support.server import REEL
+from support.server import REEL, LiveServer
 
 T = TypeVar("T")
 
@@ -61,12 +67,13 @@ def tracebacks(log: str) -> int:
     return log.count("Traceback (most recent call last)")
 
 
-def wait_for_log(read_log: Callable[[], str], needle: str, timeout_s: float = 90.0) -> None:
-    """Poll a log until it contains ``needle`` (checked every 10 ms, to catch short windows)."""
+def wait_for_log(read_log: Callable[[], str], needle: str, timeout_s: float = 90.0, count: int = 1) -> None:
+    """Poll a log until it contains ``needle`` (``count`` times), checked every 10 ms to catch
+    short windows."""
     deadline = time.monotonic() + timeout_s
-    while needle not in read_log():
+    while read_log().count(needle) < count:
         if time.monotonic() > deadline:
-            raise AssertionError(f"{needle!r} not logged in {timeout_s} s")
+            raise AssertionError(f"{needle!r} not logged {count} time(s) in {timeout_s} s")
         time.sleep(0.01)
 
 
@@ -215,6 +222,24 @@ def runway_failure_code(base_url: str, key: str, prediction_id: str) -> str | No
     return code
 
 
+def serving_http(server: LiveServer, timeout_s: float = 60.0) -> None:
+    """Wait until ``reel serve`` answers HTTP at all (``/readyz``, 503 included): its
+    migrations have run then, though its worker may still be starting."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert server.process is not None
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            httpx.get(f"{server.url}/readyz", timeout=2)
+            return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server not answering after {timeout_s} s:\n{server.log()}")
+        time.sleep(0.05)
+
+
 def create_key(data_dir: Path, name: str, env: dict[str, str]) -> str:
     """``reel keys create`` with a server's environment (on PostgreSQL the key must go to the
     server's database, which ``support.server.create_key`` does not know of)."""
@@ -226,6 +251,47 @@ def create_key(data_dir: Path, name: str, env: dict[str, str]) -> str:
         text=True,
     )
     return out.stdout.strip()
+
+
+# --- a registry with short clips -------------------------------------------------------------
+
+
+def short_clip_registry(path: Path, model_id: str, seconds: int = 1) -> Path:
+    """Write a model registry (for ``REEL_MODELS_FILE``) to ``path``: the bundled one, with
+    ``model_id`` (and the ids ``like`` it) also accepting clips of ``seconds`` and making them
+    by default. The sandbox renders the API's size for the ratio whatever the registry says,
+    so the clip's length is what makes its generation short. Derived from the bundled file at
+    each use, so it never drifts from it."""
+    document = tomllib.loads(BUNDLED_REGISTRY.read_text())
+    for entry in document["models"].values():
+        # Local weights relative to the bundled file stay where they are.
+        if str(entry.get("weights", "")).startswith(("./", "../")):
+            entry["weights"] = str((BUNDLED_REGISTRY.parent / entry["weights"]).resolve())
+    model = document["models"][model_id]
+    model["durations"] = sorted({seconds, *model.get("durations", [5, 10])})
+    model["default_duration"] = seconds
+    lines: list[str] = []
+    for name, table in [("defaults", document.get("defaults", {}))] + [
+        (f"models.{json.dumps(id_)}", entry) for id_, entry in document["models"].items()
+    ]:
+        lines.append(f"[{name}]")
+        lines.extend(f"{json.dumps(key)} = {_toml_value(value)}" for key, value in table.items())
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _toml_value(value: object) -> str:
+    """A TOML value for what ``tomllib`` gives for a registry (JSON's escapes are TOML's)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML for {value!r}")
 
 
 # --- faults ---------------------------------------------------------------------------------
