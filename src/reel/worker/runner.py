@@ -227,9 +227,7 @@ class Worker:
             return HandedBack(f"{first_line(exc)} while {stage}", outage=exc)
         except Exception as exc:
             log.exception("prediction %s: unexpected error while %s", claim.prediction_id, stage)
-            return Failed(
-                FailureCode.INTERNAL, f"internal error while {stage}: {public_reason(exc)}"
-            )
+            return Failed(FailureCode.INTERNAL, f"internal error while {stage}: {public_reason(exc)}")
 
     @staticmethod
     def _request(claim: Claim, params: dict[str, object], image: Image.Image) -> GenerationRequest:
