@@ -331,9 +331,11 @@ class Worker:
     def _stopped(self, running: _Running) -> Outcome:
         """Why generation stopped though the worker goes on: cancelled/deleted, or taken over."""
         if running.claim.cancelled.is_set() or self._was_cancelled(running.claim):
-            log.info("prediction %s: stopped, it was cancelled or deleted", running.claim.prediction_id)
+            log.info("prediction %s: generation stopped (cancelled or deleted)", running.claim.prediction_id)
             return Cancelled()
-        log.info("prediction %s: stopped, another worker holds it now", running.claim.prediction_id)
+        log.info(
+            "prediction %s: generation stopped (another worker holds it now)", running.claim.prediction_id
+        )
         return Lost()
 
     def _was_cancelled(self, claim: Claim) -> bool:
