@@ -155,21 +155,82 @@ def _key_service(data_dir: Path | None) -> Any:
     return build_services(_settings(data_dir=data_dir)).keys
 
 
+MaxConcurrentOpt = Annotated[
+    int | None,
+    typer.Option("--max-concurrent", min=0, help="Predictions generating at once; more wait (0: default)."),
+]
+PerMinuteOpt = Annotated[
+    int | None,
+    typer.Option("--per-minute", min=0, help="Submissions per rolling minute; more get 429 (0: default)."),
+]
+PerDayOpt = Annotated[
+    int | None,
+    typer.Option("--per-day", min=0, help="Predictions per UTC day; more get 429 (0: default)."),
+]
+
+
+def _own_limit(value: int | None) -> int | None:
+    """A limit as given on the command line: 0 clears the key's own, so the default applies."""
+    return value or None
+
+
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
+    max_concurrent: MaxConcurrentOpt = None,
+    per_minute: PerMinuteOpt = None,
+    per_day: PerDayOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Create a key. It is printed once, alone on stdout; only its hash is stored."""
-    plaintext, info = _key_service(data_dir).create(name)
+    """Create a key. It is printed once, alone on stdout; only its hash is stored.
+
+    Limits not given follow the server-wide defaults (REEL_KEY_MAX_CONCURRENT,
+    REEL_KEY_PER_MINUTE, REEL_KEY_PER_DAY)."""
+    from reel.predictions.limits import Limits
+
+    limits = Limits(_own_limit(max_concurrent), _own_limit(per_minute), _own_limit(per_day))
+    plaintext, info = _key_service(data_dir).create(name, limits)
     err.print(f"Created key [bold]{info.id}[/] {name!r}. Store it now: it cannot be shown again.")
     print(plaintext)
 
 
+@keys_app.command("limits")
+def keys_limits(
+    key_id: Annotated[str, typer.Argument(help="The id shown by `reel keys list`.")],
+    max_concurrent: MaxConcurrentOpt = None,
+    per_minute: PerMinuteOpt = None,
+    per_day: PerDayOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Change a key's limits; an option not given is left as it is, 0 clears it (the
+    server-wide default applies again). Running servers apply the change at once."""
+    given = {"max_concurrent": max_concurrent, "per_minute": per_minute, "per_day": per_day}
+    changes = {name: _own_limit(value) for name, value in given.items() if value is not None}
+    try:
+        info = _key_service(data_dir).set_limits(key_id, **changes)
+    except NotFound as exc:
+        err.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(1) from exc
+    own = info.limits
+    err.print(
+        f"Key {key_id}: max concurrent {_shown(own.max_concurrent)}, per minute "
+        f"{_shown(own.per_minute)}, per day {_shown(own.per_day)}."
+    )
+
+
+def _shown(own: int | None, default: int = 0) -> str:
+    if own is not None:
+        return str(own)
+    return f"default ({default})" if default else "default (unlimited)"
+
+
 @keys_app.command("list")
 def keys_list(data_dir: DataDirOpt = None) -> None:
-    """List keys (ids and names; secrets are never stored)."""
-    table = Table("id", "name", "created", "last used", "revoked")
+    """List keys (ids and names; secrets are never stored), their limits and today's usage."""
+    settings = _settings(data_dir=data_dir)
+    table = Table(
+        "id", "name", "created", "last used", "revoked", "max concurrent", "per minute", "per day", "today"
+    )
     for info in _key_service(data_dir).list():
         table.add_row(
             info.id,
@@ -177,8 +238,12 @@ def keys_list(data_dir: DataDirOpt = None) -> None:
             info.created_at.isoformat(timespec="seconds"),
             info.last_used_at.isoformat(timespec="seconds") if info.last_used_at else "",
             info.revoked_at.isoformat(timespec="seconds") if info.revoked_at else "",
+            _shown(info.limits.max_concurrent, settings.key_max_concurrent),
+            _shown(info.limits.per_minute, settings.key_per_minute),
+            _shown(info.limits.per_day, settings.key_per_day),
+            str(info.created_today),
         )
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 @keys_app.command("revoke")

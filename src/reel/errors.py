@@ -55,3 +55,12 @@ class StorageUnavailable(ServiceUnavailable):
 class DatabaseUnavailable(ServiceUnavailable):
     """The database could not be reached, e.g. while PostgreSQL restarts. Raised in place of the
     driver's error by ``reel.store.db``."""
+
+
+class RateLimited(ReelError):
+    """A key is over one of its rate limits (HTTP 429): nothing was created, and the same
+    request succeeds after ``retry_after_s`` seconds (sent as ``Retry-After``)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)

@@ -79,6 +79,15 @@ class Settings(BaseSettings):
     s3_multipart_threshold_bytes: int = Field(
         8 * 1024 * 1024, ge=1, description="Files at least this big go to S3 in parts (of at least 5 MiB)."
     )
+    key_max_concurrent: int = Field(
+        0, ge=0, description="Default per-key limit: predictions generating at once (0: unlimited)."
+    )
+    key_per_minute: int = Field(
+        0, ge=0, description="Default per-key limit: submissions per rolling minute (0: unlimited)."
+    )
+    key_per_day: int = Field(
+        0, ge=0, description="Default per-key limit: predictions created per UTC day (0: unlimited)."
+    )
 
     @cached_property
     def effective_database_url(self) -> str:

@@ -16,6 +16,7 @@ from reel.lifecycle.transitions import EndedHook
 from reel.predictions.files import FileService
 from reel.predictions.image_source import ImageLimits, ImageSource
 from reel.predictions.keys import KeyService
+from reel.predictions.limits import Limits, RateLimiter
 from reel.predictions.readiness import ReadinessService
 from reel.predictions.service import PredictionService
 from reel.predictions.webhooks import enqueue_final_event
@@ -81,9 +82,14 @@ def build_dispatcher(
             lease_s=settings.lease_s,
             max_attempts=settings.max_attempts,
             on_failed=on_failed,
+            default_max_concurrent=settings.key_max_concurrent or None,
         )
     return TableDispatcher(
-        sessions, lease_s=settings.lease_s, max_attempts=settings.max_attempts, on_failed=on_failed
+        sessions,
+        lease_s=settings.lease_s,
+        max_attempts=settings.max_attempts,
+        on_failed=on_failed,
+        default_max_concurrent=settings.key_max_concurrent or None,
     )
 
 
@@ -112,7 +118,14 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
         ),
     )
     predictions = PredictionService(
-        sessions, blobs, dispatcher, images, allow_private_urls=settings.allow_private_urls
+        sessions,
+        blobs,
+        dispatcher,
+        images,
+        allow_private_urls=settings.allow_private_urls,
+        limits=RateLimiter(
+            Limits.from_counts(settings.key_max_concurrent, settings.key_per_minute, settings.key_per_day)
+        ),
     )
     return Services(
         settings,

@@ -22,6 +22,7 @@ from reel.errors import (
     IdempotencyMismatch,
     InvalidInput,
     NotFound,
+    RateLimited,
     ReelError,
     ServiceUnavailable,
     TooLarge,
@@ -38,6 +39,7 @@ STATUS_BY_ERROR: list[tuple[type[ReelError], int]] = [
     (Unauthorized, 401),
     (NotFound, 404),
     (Conflict, 409),
+    (RateLimited, 429),
     (ServiceUnavailable, 503),
 ]
 
@@ -79,6 +81,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def reel_error(request: Request, exc: ReelError) -> JSONResponse:
         status = status_for(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, RateLimited):
+            # Both official SDKs retry a 429; runwayml waits for Retry-After (up to 60 s).
+            headers = {"Retry-After": str(exc.retry_after_s)}
         message = exc.message
         if isinstance(exc, ServiceUnavailable):
             log.warning("%s %s answered 503: %s", request.method, request.url.path, exc.message)

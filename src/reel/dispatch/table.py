@@ -6,8 +6,11 @@ once when the dead worker was a process on this host (its pid is gone). After
 ``max_attempts`` starts the prediction is failed with the reason instead, so a prediction
 that kills its worker cannot loop forever.
 
+Predictions whose worker died are taken over first; then waiting ones start in the fair
+order of :mod:`reel.dispatch.fair` (round robin by key, within each key's ``max_concurrent``).
 Every claim runs in one write transaction (``BEGIN IMMEDIATE`` on SQLite, ``FOR UPDATE SKIP
-LOCKED`` elsewhere), so two workers never hold the same prediction.
+LOCKED`` and a lock on the key's row elsewhere), so two workers never hold the same
+prediction, nor start more of one key's predictions than its cap.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import threading
 from collections.abc import Collection
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from reel.dispatch.fair import CANDIDATES, fair_order, lock_key_and_check_cap
 from reel.lifecycle import transitions
 from reel.lifecycle.clock import utcnow
 from reel.lifecycle.states import Status
@@ -55,8 +59,11 @@ class TableDispatcher:
         max_attempts: int,
         on_failed: EndedHook | None = None,
         poll_interval_s: float = 0.2,
+        default_max_concurrent: int | None = None,
     ) -> None:
+        """``default_max_concurrent``: the cap of keys that have none of their own (None: no cap)."""
         self._sessions = sessions
+        self._default_max_concurrent = default_max_concurrent
         self._lease = timedelta(seconds=lease_s)
         self._max_attempts = max_attempts
         self._on_failed = on_failed
@@ -74,23 +81,60 @@ class TableDispatcher:
         with self._sessions.begin() as session:
             now = utcnow()
             self._expire_dead_local_workers(session)
-            waiting = or_(
-                Prediction.status == Status.CREATED,
-                and_(Prediction.status == Status.PROCESSING, Prediction.lease_expires_at < now),
-            )
-            query = (
-                select(Prediction)
-                .where(Prediction.deleted_at.is_(None), Prediction.model.in_(list(models)), waiting)
-                .order_by(Prediction.created_at)
-                .limit(1)
-            )
-            if session.bind is not None and session.bind.dialect.name != "sqlite":
-                query = query.with_for_update(skip_locked=True)
-            while (row := session.scalars(query).first()) is not None:
-                if row.status == Status.PROCESSING and row.attempts >= self._max_attempts:
+            lease_end = now + self._lease
+            while (row := self._lapsed(session, models, now)) is not None:
+                if row.attempts >= self._max_attempts:
                     transitions.give_up(session, row, self._on_failed)
                     continue
-                return transitions.start(session, row, worker_id, now + self._lease)
+                return transitions.start(session, row, worker_id, lease_end)
+            return self._next_in_turn(session, models, worker_id, lease_end)
+
+    def _locking(self, session: Session) -> bool:
+        """SQLite's claim transaction is already exclusive; elsewhere rows are locked one by one."""
+        return session.bind is not None and session.bind.dialect.name != "sqlite"
+
+    def _lapsed(self, session: Session, models: Collection[str], now: object) -> Prediction | None:
+        """The oldest prediction whose worker stopped heartbeating: it was started once, so it
+        goes before every waiting one."""
+        query = (
+            select(Prediction)
+            .where(
+                Prediction.deleted_at.is_(None),
+                Prediction.model.in_(list(models)),
+                Prediction.status == Status.PROCESSING,
+                Prediction.lease_expires_at < now,
+            )
+            .order_by(Prediction.created_at)
+            .limit(1)
+        )
+        if self._locking(session):
+            query = query.with_for_update(skip_locked=True)
+        return session.scalars(query).first()
+
+    def _next_in_turn(
+        self, session: Session, models: Collection[str], worker_id: str, lease_end: object
+    ) -> Claim | None:
+        candidates = session.execute(
+            fair_order(models, self._default_max_concurrent, eligible_only=True).limit(CANDIDATES)
+        ).all()
+        for candidate in candidates:
+            query = select(Prediction).where(
+                Prediction.id == candidate.id,
+                Prediction.status == Status.CREATED,
+                Prediction.deleted_at.is_(None),
+            )
+            if not self._locking(session):
+                row = session.scalars(query).first()
+            else:
+                row = session.scalars(query.with_for_update(skip_locked=True)).first()
+                if (
+                    row is not None
+                    and candidate.cap is not None
+                    and not lock_key_and_check_cap(session, row.key_id, self._default_max_concurrent)
+                ):
+                    continue  # another worker started one of this key's predictions meanwhile
+            if row is not None:
+                return transitions.start(session, row, worker_id, lease_end)
         return None
 
     def _expire_dead_local_workers(self, session: Session) -> None:

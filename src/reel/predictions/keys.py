@@ -11,15 +11,16 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from reel.errors import NotFound, Unauthorized
 from reel.lifecycle.clock import utcnow
-from reel.store.tables import ApiKey
+from reel.predictions.limits import Limits, day_start
+from reel.store.tables import ApiKey, Prediction
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 _KEY_RE = re.compile(r"^rk_([a-z0-9]{12})_([A-Za-z0-9_-]{20,100})$")
@@ -36,6 +37,10 @@ class KeyInfo:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    limits: Limits = field(default_factory=Limits)
+    """The key's own limits (None: the server's default applies)."""
+    created_today: int = 0
+    """Predictions the key created since 00:00 UTC (filled in by :meth:`KeyService.list`)."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +55,9 @@ class KeyService:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
 
-    def create(self, name: str = "") -> tuple[str, KeyInfo]:
-        """Make a key; the plaintext is returned here once and never stored."""
+    def create(self, name: str = "", limits: Limits = Limits()) -> tuple[str, KeyInfo]:
+        """Make a key with its own ``limits`` (None: the server's default); the plaintext is
+        returned here once and never stored."""
         key_id = secrets.token_hex(6)
         plaintext = f"rk_{key_id}_{secrets.token_urlsafe(32)}"
         row = ApiKey(
@@ -60,10 +66,27 @@ class KeyService:
             secret_hash=hash_key(plaintext),
             webhook_secret="whsec_" + secrets.token_urlsafe(32),
             created_at=utcnow(),
+            max_concurrent=limits.max_concurrent,
+            per_minute=limits.per_minute,
+            per_day=limits.per_day,
         )
         with self._sessions.begin() as session:
             session.add(row)
         return plaintext, _info(row)
+
+    def set_limits(self, key_id: str, **changes: int | None) -> KeyInfo:
+        """Change some of a key's own limits (``max_concurrent``, ``per_minute``,
+        ``per_day``); None clears one, so the server's default applies again."""
+        unknown = set(changes) - {"max_concurrent", "per_minute", "per_day"}
+        if unknown:
+            raise ValueError(f"not a key limit: {', '.join(sorted(unknown))}")
+        with self._sessions.begin() as session:
+            row = session.get(ApiKey, key_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no key with id {key_id!r}")
+            for name, value in changes.items():
+                setattr(row, name, value)
+            return _info(row)
 
     def authenticate(self, presented: str | None) -> Principal:
         if not presented:
@@ -85,9 +108,18 @@ class KeyService:
         return Principal(key_id=row.id, webhook_secret=row.webhook_secret)
 
     def list(self) -> list[KeyInfo]:
+        """Every key, with how many predictions it created today."""
+        today = day_start(utcnow())
         with self._sessions() as session:
             rows = session.scalars(select(ApiKey).order_by(ApiKey.created_at)).all()
-            return [_info(row) for row in rows]
+            counts = dict(
+                session.execute(
+                    select(Prediction.key_id, func.count())
+                    .where(Prediction.created_at >= today)
+                    .group_by(Prediction.key_id)
+                ).all()
+            )
+            return [replace(_info(row), created_today=counts.get(row.id, 0)) for row in rows]
 
     def revoke(self, key_id: str) -> None:
         with self._sessions.begin() as session:
@@ -101,4 +133,11 @@ class KeyService:
 
 
 def _info(row: ApiKey) -> KeyInfo:
-    return KeyInfo(row.id, row.name, row.created_at, row.last_used_at, row.revoked_at)
+    return KeyInfo(
+        row.id,
+        row.name,
+        row.created_at,
+        row.last_used_at,
+        row.revoked_at,
+        Limits(row.max_concurrent, row.per_minute, row.per_day),
+    )

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reel.catalog.registry import ModelSpec, get_spec
 from reel.dispatch.base import Dispatcher
-from reel.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
+from reel.errors import Conflict, InvalidInput, NotFound, RateLimited, StorageUnavailable
 from reel.lifecycle import transitions
 from reel.lifecycle.clock import new_prediction_id, utcnow
 from reel.lifecycle.states import ACTIVE, TERMINAL, Status
@@ -28,6 +28,7 @@ from reel.predictions.idempotency import IdempotencyStore, IdempotentRequest
 from reel.predictions.image_source import ImageSource
 from reel.predictions.inputs import SubmitInput, parse_submit, recorded_input
 from reel.predictions.keys import Principal
+from reel.predictions.limits import Limits, RateLimiter
 from reel.storage.base import BlobStore
 from reel.store.tables import Prediction, StoredFile
 
@@ -83,8 +84,10 @@ class PredictionService:
         images: ImageSource,
         *,
         allow_private_urls: bool,
+        limits: RateLimiter | None = None,
     ) -> None:
         self._sessions = sessions
+        self._limits = limits or RateLimiter(Limits())
         self._blobs = blobs
         self._dispatcher = dispatcher
         self._images = images
@@ -116,6 +119,8 @@ class PredictionService:
                     "enable_base64_output", "cannot be combined with ?webhook= (send URLs to webhooks)"
                 )
             self._check_webhook(webhook)
+        with self._sessions() as session:  # refuse early, before fetching and decoding the image
+            self._limits.check(session, owner.key_id, lock=False)
 
         image = self._images.load(owner, parsed.image, field=dialect.image_field)
         aspect_ratio = parsed.aspect_ratio or closest_aspect_ratio(image.width, image.height)
@@ -159,6 +164,8 @@ class PredictionService:
         )
         try:
             with self._sessions.begin() as session:
+                # Counted again under the key's lock, with the insert: the earlier check raced.
+                self._limits.check(session, owner.key_id, lock=True)
                 session.add(row)
                 if idempotent is not None:
                     self._idempotency.remember(session, idempotent, prediction_id)
@@ -169,6 +176,12 @@ class PredictionService:
             if idempotent is None or (earlier := self._idempotency.find(idempotent)) is None:
                 raise
             return Submission(self.get(owner, earlier), parsed.enable_sync_mode, replayed=True)
+        except RateLimited:
+            self._delete_blob(input_blob, "a rate-limited submit")
+            # A concurrent duplicate of an accepted request: it is answered, not counted.
+            if idempotent is not None and (earlier := self._idempotency.find(idempotent)) is not None:
+                return Submission(self.get(owner, earlier), parsed.enable_sync_mode, replayed=True)
+            raise
         except Exception:
             # Nothing was recorded (the database is down, say): the caller gets the error, and the
             # input stored for a prediction that does not exist must not stay behind.

@@ -57,6 +57,13 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Per-key limits (``reel.predictions.limits``); None: the server-wide default applies.
+    max_concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Predictions of this key generating at once; more wait (THROTTLED in Runway's view)."""
+    per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Submissions accepted per rolling minute; more are refused with 429."""
+    per_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Predictions created per UTC day; more are refused with 429."""
 
 
 class Prediction(Base):
@@ -97,6 +104,7 @@ class Prediction(Base):
     __table_args__ = (
         Index("ix_predictions_key_created", "key_id", "created_at"),
         Index("ix_predictions_status_created", "status", "created_at"),
+        Index("ix_predictions_model_status_created", "model", "status", "created_at"),
     )
 
 

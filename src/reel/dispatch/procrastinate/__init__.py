@@ -13,8 +13,12 @@ What procrastinate provides, and how it is used:
   session's own connection, like procrastinate's Django integration does with Django's.
   Each job carries ``lock`` and ``queueing_lock`` = the prediction id, so the database
   itself refuses a second waiting job for one prediction and never runs two at once.
-- **Fetch.** ``procrastinate_fetch_job_v2`` (priority, then age, ``FOR UPDATE SKIP LOCKED``)
-  runs in the transaction that marks the prediction ``processing``.
+- **Fetch.** Not ``procrastinate_fetch_job_v2`` (priority, then age): a worker takes the
+  first job, in Reel's fair order between keys and within each key's cap
+  (``reel.dispatch.fair``), that it can lock (``FOR UPDATE SKIP LOCKED``), with the same
+  update procrastinate's fetch makes (``queries.take_job``), in the transaction that marks
+  the prediction ``processing``. Jobs whose prediction is not waiting (queued again by a
+  sweep) go first.
 - **LISTEN/NOTIFY.** procrastinate's insert trigger notifies ``procrastinate_queue_v1#<queue>``.
   An idle worker sleeps on its queues' channels and starts a new prediction within
   milliseconds of its submission; a poll every ``poll_interval_s`` covers a lost

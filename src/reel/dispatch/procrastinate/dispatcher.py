@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from reel.dispatch.fair import CANDIDATES, fair_order, lock_key_and_check_cap
 from reel.dispatch.procrastinate.listener import JobListener
 from reel.dispatch.procrastinate.queries import (
     OUTAGES,
@@ -26,6 +27,8 @@ from reel.dispatch.procrastinate.queries import (
     queue_for,
     retry_now,
     run,
+    take_job,
+    take_stray_job,
 )
 from reel.dispatch.procrastinate.sweeper import StalledJobSweeper
 from reel.errors import DatabaseUnavailable
@@ -55,11 +58,14 @@ class ProcrastinateDispatcher:
         max_attempts: int,
         on_failed: EndedHook | None = None,
         poll_interval_s: float = 5.0,
+        default_max_concurrent: int | None = None,
     ) -> None:
         """``engine`` gives the address of the dedicated LISTEN connection; ``lease_s`` is how
         long a worker may be silent before its jobs are retried; ``poll_interval_s`` is the
-        fallback poll of an idle worker, should a notification be lost."""
+        fallback poll of an idle worker, should a notification be lost;
+        ``default_max_concurrent`` the cap of keys that have none of their own (None: no cap)."""
         self._sessions = sessions
+        self._default_max_concurrent = default_max_concurrent
         self._lease_s = lease_s
         self._max_attempts = max_attempts
         self._on_failed = on_failed
@@ -117,7 +123,7 @@ class ProcrastinateDispatcher:
             for _ in range(2):
                 worker = self._procrastinate_worker(worker_id)
                 try:
-                    return self._fetch(worker_id, worker, queues)
+                    return self._fetch(worker_id, worker, queues, models)
                 except IntegrityError:
                     # Our procrastinate_workers row was pruned (we were silent for minutes):
                     # register again. Jobs held under the old row are retried by a sweep.
@@ -126,18 +132,44 @@ class ProcrastinateDispatcher:
                         self._registered.pop(worker_id, None)
         return None
 
-    def _fetch(self, worker_id: str, worker: int, queues: list[str]) -> Claim | None:
+    def _fetch(self, worker_id: str, worker: int, queues: list[str], models: Collection[str]) -> Claim | None:
         while True:
             with self._sessions.begin() as session:
                 conn = session.connection()
-                job = run(conn, "fetch_job", queues=queues, worker_id=worker).mappings().one()
-                if job["id"] is None:
-                    return None
-                claim = self._take(session, job, worker_id)
+                job = take_stray_job(conn, queues, worker)
+                if job is not None:
+                    claim = self._take(session, job, worker_id)
+                else:
+                    job, claim = self._next_in_turn(session, worker, models, worker_id)
+                    if job is None:
+                        return None
             if claim is not None:  # committed: the job and the prediction are both ours
                 with self._lock:
                     self._held[int(job["id"])] = _Held(claim, worker)
                 return claim
+
+    def _next_in_turn(
+        self, session: Session, worker: int, models: Collection[str], worker_id: str
+    ) -> tuple[Any, Claim | None]:
+        """The first waiting prediction in the fair order whose job this worker could take
+        (``reel.dispatch.fair``), as (its job, the claim); (None, None) if there is none."""
+        conn = session.connection()
+        candidates = session.execute(
+            fair_order(models, self._default_max_concurrent, eligible_only=True).limit(CANDIDATES)
+        ).all()
+        for candidate in candidates:
+            if candidate.job_id is None:
+                continue  # queued by the next orphan sweep
+            # The key's row before the job's (and the job's before the prediction's, as in
+            # procrastinate's own fetch): no other path locks them the other way round.
+            if candidate.cap is not None and not lock_key_and_check_cap(
+                session, candidate.key_id, self._default_max_concurrent
+            ):
+                continue  # another worker started one of this key's predictions meanwhile
+            job = take_job(conn, int(candidate.job_id), worker)
+            if job is not None:
+                return job, self._take(session, job, worker_id)
+        return None, None
 
     def _take(self, session: Session, job: Any, worker_id: str) -> Claim | None:
         """Mark the job's prediction as held by ``worker_id``; None if it needs no run."""

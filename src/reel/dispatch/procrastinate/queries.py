@@ -99,3 +99,47 @@ def retry_now(conn: Connection, job_id: int, queue: str) -> None:
     payload = json.dumps({"type": "job_inserted", "job_id": job_id})
     for channel in get_channel_for_queues([queue]):
         conn.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload})
+
+
+# A fetch of our own instead of ``procrastinate_fetch_job_v2`` (priority, then age): Reel starts
+# waiting predictions in its fair order between keys, within each key's cap
+# (``reel.dispatch.fair``), which procrastinate's queue cannot express. The update is the one
+# procrastinate's fetch makes (its triggers record the job's events as usual); the locks that
+# fetch checks are moot here, each job's lock being its own prediction's id.
+_TAKE_JOB = """
+UPDATE procrastinate_jobs SET status = 'doing', worker_id = :worker
+WHERE id = (
+    SELECT id FROM procrastinate_jobs
+    WHERE id = :job AND status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *
+"""
+
+# Jobs whose prediction is not waiting (a stalled job the sweeper queued again while its
+# prediction is still ``processing``; one whose prediction ended or went): not in the fair
+# order, and taken first, the way a lapsed lease is.
+_TAKE_STRAY_JOB = """
+UPDATE procrastinate_jobs SET status = 'doing', worker_id = :worker
+WHERE id = (
+    SELECT j.id FROM procrastinate_jobs j LEFT JOIN predictions p ON p.job_id = j.id
+    WHERE j.status = 'todo' AND j.queue_name = ANY(:queues)
+      AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+      AND (p.id IS NULL OR p.status <> 'created' OR p.deleted_at IS NOT NULL)
+    ORDER BY j.id LIMIT 1
+    FOR UPDATE OF j SKIP LOCKED
+)
+RETURNING *
+"""
+
+
+def take_job(conn: Connection, job_id: int, worker: int) -> Any:
+    """Mark waiting job ``job_id`` as run by procrastinate worker ``worker``; None if it is
+    not waiting or another worker is taking it."""
+    return conn.execute(text(_TAKE_JOB), {"job": job_id, "worker": worker}).mappings().first()
+
+
+def take_stray_job(conn: Connection, queues: list[str], worker: int) -> Any:
+    """The oldest waiting job in ``queues`` whose prediction is not waiting, now run by
+    ``worker``; None if there is none."""
+    return conn.execute(text(_TAKE_STRAY_JOB), {"queues": queues, "worker": worker}).mappings().first()

@@ -1,0 +1,128 @@
+"""The order in which waiting predictions start: fair between keys, and within each key's
+``max_concurrent``. Both dispatchers claim in this order, and the API reports a waiting
+prediction's place in it (``queue_position``) and whether its key's cap holds it back
+(Runway's ``THROTTLED``).
+
+Each waiting prediction gets a *turn*: how many predictions its key has generating now,
+plus its rank among the key's waiting predictions for the same models (1 for the oldest).
+Predictions start in turn order, the older first on a tie. So a key with one prediction
+running and hundreds waiting does not get its second turn before another key's first: round
+robin by key, oldest first within a key, one generation per worker at most. A prediction
+whose turn is past its key's ``max_concurrent`` is not eligible to start: it waits until one
+of its key's running predictions ends.
+
+This is plain SQL over the predictions and keys tables (window functions: SQLite 3.25+ and
+PostgreSQL), so every worker and API replica computes the same order from the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, Select, func, literal, or_, select
+from sqlalchemy.orm import Session
+
+from reel.lifecycle.states import Status
+from reel.store.tables import ApiKey, Prediction
+
+CANDIDATES = 16
+"""Waiting predictions a claim considers at once: the first one that another worker is not
+taking at the same moment (PostgreSQL) is taken."""
+
+
+def key_cap(default_max_concurrent: int | None) -> ColumnElement[int | None]:
+    """A key's effective ``max_concurrent`` (NULL: unlimited)."""
+    if default_max_concurrent is None:
+        return ApiKey.max_concurrent.expression
+    return func.coalesce(ApiKey.max_concurrent, literal(default_max_concurrent))
+
+
+def fair_order(models: Collection[str], default_max_concurrent: int | None, *, eligible_only: bool) -> Select:
+    """The waiting (``created``) predictions for ``models``, in the order they start: columns
+    ``id``, ``key_id``, ``model``, ``job_id``, ``turn`` and ``cap``. With ``eligible_only``,
+    only those their key's cap lets start now."""
+    rank = func.row_number().over(
+        partition_by=Prediction.key_id, order_by=(Prediction.created_at, Prediction.id)
+    )
+    waiting = (
+        select(
+            Prediction.id,
+            Prediction.key_id,
+            Prediction.model,
+            Prediction.job_id,
+            Prediction.created_at,
+            rank.label("rank"),
+        )
+        .where(
+            Prediction.status == Status.CREATED,
+            Prediction.deleted_at.is_(None),
+            Prediction.model.in_(list(models)),
+        )
+        .subquery("waiting")
+    )
+    running = (
+        select(Prediction.key_id, func.count().label("n"))
+        .where(Prediction.status == Status.PROCESSING)
+        .group_by(Prediction.key_id)
+        .subquery("running")
+    )
+    turn = (waiting.c.rank + func.coalesce(running.c.n, 0)).label("turn")
+    cap = key_cap(default_max_concurrent).label("cap")
+    query = (
+        select(waiting.c.id, waiting.c.key_id, waiting.c.model, waiting.c.job_id, turn, cap)
+        .join(ApiKey, ApiKey.id == waiting.c.key_id)
+        .outerjoin(running, running.c.key_id == waiting.c.key_id)
+        .order_by(turn, waiting.c.created_at, waiting.c.id)
+    )
+    if eligible_only:
+        query = query.where(or_(cap.is_(None), turn <= cap))
+    return query
+
+
+def running_count(session: Session, key_id: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count()).where(Prediction.key_id == key_id, Prediction.status == Status.PROCESSING)
+        )
+        or 0
+    )
+
+
+def lock_key_and_check_cap(session: Session, key_id: str, default_max_concurrent: int | None) -> bool:
+    """Whether ``key_id`` may start one more prediction now, decided under a lock on the key's
+    row: two workers claiming for one key at once (PostgreSQL) count one after the other, so
+    its cap holds. Keys without a cap take no lock."""
+    cap = session.scalar(select(key_cap(default_max_concurrent)).where(ApiKey.id == key_id))
+    if cap is None:
+        return True
+    session.execute(select(ApiKey.id).where(ApiKey.id == key_id).with_for_update())
+    return running_count(session, key_id) < cap
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Where a waiting prediction stands."""
+
+    queue_position: int
+    """How many predictions for its model start before it (0: it is next)."""
+    throttled: bool
+    """Its key's ``max_concurrent`` holds it back until one of the key's predictions ends."""
+
+
+def waiting_states(
+    session: Session, rows: Collection[tuple[str, str]], default_max_concurrent: int | None
+) -> dict[str, Waiting]:
+    """Where each of ``rows`` ((prediction id, model) of waiting predictions) stands; ids no
+    longer waiting are left out."""
+    states: dict[str, Waiting] = {}
+    wanted_by_model: dict[str, set[str]] = {}
+    for prediction_id, model in rows:
+        wanted_by_model.setdefault(model, set()).add(prediction_id)
+    for model, wanted in wanted_by_model.items():
+        order = session.execute(fair_order([model], default_max_concurrent, eligible_only=False)).all()
+        for position, entry in enumerate(order):
+            if entry.id in wanted:
+                throttled = entry.cap is not None and entry.turn > entry.cap
+                states[entry.id] = Waiting(position, throttled)
+    return states
