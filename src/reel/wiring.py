@@ -19,6 +19,7 @@ from reel.predictions.keys import KeyService
 from reel.predictions.limits import Limits, RateLimiter
 from reel.predictions.readiness import ReadinessService
 from reel.predictions.service import PredictionService
+from reel.predictions.usage import UsageService
 from reel.predictions.webhooks import enqueue_final_event
 from reel.settings import Settings
 from reel.storage.base import BlobStore
@@ -37,6 +38,7 @@ class Services:
     files: FileService
     predictions: PredictionService
     readiness: ReadinessService
+    usage: UsageService
 
 
 def build_blob_store(settings: Settings) -> BlobStore:
@@ -117,15 +119,11 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
             allow_private_urls=settings.allow_private_urls,
         ),
     )
+    limits = RateLimiter(
+        Limits.from_counts(settings.key_max_concurrent, settings.key_per_minute, settings.key_per_day)
+    )
     predictions = PredictionService(
-        sessions,
-        blobs,
-        dispatcher,
-        images,
-        allow_private_urls=settings.allow_private_urls,
-        limits=RateLimiter(
-            Limits.from_counts(settings.key_max_concurrent, settings.key_per_minute, settings.key_per_day)
-        ),
+        sessions, blobs, dispatcher, images, allow_private_urls=settings.allow_private_urls, limits=limits
     )
     return Services(
         settings,
@@ -137,4 +135,5 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
         files,
         predictions,
         ReadinessService(engine, sessions),
+        UsageService(sessions, limits),
     )

@@ -45,11 +45,12 @@ def claim_ids(services: Services, count: int) -> list[str | None]:
     return [claim.prediction_id if claim else None for claim in claims]
 
 
-def end(services: Services, claim_of: str, worker: str) -> None:
-    """End the prediction ``worker`` holds, as the worker would."""
-    claim = Claim(claim_of, MODEL, worker, 1)
+def end(services: Services, claim_of: str | Claim, worker: str = "") -> None:
+    """End the prediction a worker holds (its claim, or its id and the worker), as it would."""
+    claim = claim_of if isinstance(claim_of, Claim) else Claim(claim_of, MODEL, worker, 1)
     with services.sessions.begin() as session:
         assert transitions.fail(session, claim, "done", FailureCode.INTERNAL, on_ended=lambda *_: None)
+    services.dispatcher.finished(claim)
 
 
 def test_a_key_with_a_backlog_does_not_hold_back_another_keys_first(services: Services) -> None:
@@ -127,3 +128,19 @@ def test_queue_positions_follow_the_claim_order(services: Services) -> None:
     assert [states[i].queue_position for i in by_position] == [0, 1, 2, 3]
     assert not any(state.throttled for state in states.values())
     assert claim_ids(services, 4) == by_position
+
+
+def test_one_worker_ending_each_prediction_serves_the_keys_in_turn(services: Services) -> None:
+    """With one worker nothing else is running at a claim: whose turn it is comes from which key
+    was served last."""
+    busy, other = new_key(services), new_key(services)
+    backlog = [insert_prediction(services, busy) for _ in range(3)]
+    order: list[str] = []
+    for step in range(4):
+        if step == 1:
+            single = insert_prediction(services, other)
+        claim = services.dispatcher.claim("w0", [MODEL])
+        assert claim is not None
+        order.append(claim.prediction_id)
+        end(services, claim)
+    assert order == [backlog[0], single, backlog[1], backlog[2]]

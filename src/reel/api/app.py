@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from reel import __version__
 from reel.api.body_limit import BodyLimitMiddleware
 from reel.api.errors import install_error_handlers
-from reel.api.routes import media, predictions, runway, system, web
+from reel.api.routes import media, predictions, runway, runway_organization, system, web
 from reel.wiring import Services
 
 # JSON envelopes with a base64 image are bigger than the image itself (4/3) plus fields.
@@ -61,6 +61,7 @@ def create_app(services: Services, *, companion: Companion | None = None) -> Fas
     app.include_router(web.router)
     app.include_router(runway.router)
     app.include_router(runway.upload_router)
+    app.include_router(runway_organization.router)
     # Last: model ids contain slashes, so the submit route catches every other POST /api/v3/...
     app.include_router(predictions.submit_router)
     return app

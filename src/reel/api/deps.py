@@ -37,7 +37,9 @@ ReadinessDep = Annotated[ReadinessService, Depends(get_readiness)]
 
 def get_views(services: ServicesDep) -> PredictionViews:
     settings = services.settings
-    return PredictionViews(settings.public_base, services.blobs, settings.max_inline_bytes)
+    return PredictionViews(
+        settings.public_base, services.blobs, settings.max_inline_bytes, services.predictions.waiting
+    )
 
 
 ViewsDep = Annotated[PredictionViews, Depends(get_views)]

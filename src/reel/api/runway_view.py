@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from reel.lifecycle.clock import iso_ms
 from reel.lifecycle.failures import FailureCode
 from reel.lifecycle.states import Status
-from reel.predictions.views import PredictionRow, output_urls
+from reel.predictions.views import PredictionRow, Waiting, output_urls
 from reel.storage.base import BlobStore
 
 PREFIX = "/v1"
@@ -75,11 +75,17 @@ def failure_code(row: PredictionRow) -> str:
     return FAILURE_CODES.get(row.failure_code or "", DEFAULT_FAILURE_CODE)
 
 
-def task_object(row: PredictionRow, public_base: str, blobs: BlobStore) -> dict[str, Any]:
-    """``GET /v1/tasks/{id}``: the fields Runway's task type for this status requires."""
+def task_object(
+    row: PredictionRow, public_base: str, blobs: BlobStore, waiting: Waiting | None = None
+) -> dict[str, Any]:
+    """``GET /v1/tasks/{id}``: the fields Runway's task type for this status requires. A
+    waiting task whose key is at its ``max_concurrent`` (``waiting``) is THROTTLED, as on
+    Runway."""
     status = TASK_STATUS.get(row.status, "FAILED")
+    if status == "PENDING" and waiting is not None and waiting.throttled:
+        status = "THROTTLED"
     task: dict[str, Any] = {"id": task_id(row.id), "status": status, "createdAt": iso_ms(row.created_at)}
-    if status in ("PENDING", "RUNNING"):
+    if status in ("PENDING", "THROTTLED", "RUNNING"):
         task["estimatedCost"] = _credits()
     else:
         task["cost"] = _credits()

@@ -5,9 +5,10 @@ prediction's place in it (``queue_position``) and whether its key's cap holds it
 
 Each waiting prediction gets a *turn*: how many predictions its key has generating now,
 plus its rank among the key's waiting predictions for the same models (1 for the oldest).
-Predictions start in turn order, the older first on a tie. So a key with one prediction
-running and hundreds waiting does not get its second turn before another key's first: round
-robin by key, oldest first within a key, one generation per worker at most. A prediction
+Predictions start in turn order; on equal turns, the key whose last prediction started
+longest ago (or never) goes first, then the older prediction. So a key with hundreds waiting
+does not get its next turn before another key's first: round robin by key, oldest first
+within a key; another key's prediction waits for at most one generation per worker. A prediction
 whose turn is past its key's ``max_concurrent`` is not eligible to start: it waits until one
 of its key's running predictions ends.
 
@@ -73,7 +74,7 @@ def fair_order(models: Collection[str], default_max_concurrent: int | None, *, e
         select(waiting.c.id, waiting.c.key_id, waiting.c.model, waiting.c.job_id, turn, cap)
         .join(ApiKey, ApiKey.id == waiting.c.key_id)
         .outerjoin(running, running.c.key_id == waiting.c.key_id)
-        .order_by(turn, waiting.c.created_at, waiting.c.id)
+        .order_by(turn, ApiKey.last_started_at.nulls_first(), waiting.c.created_at, waiting.c.id)
     )
     if eligible_only:
         query = query.where(or_(cap.is_(None), turn <= cap))

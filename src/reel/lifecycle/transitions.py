@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from reel.lifecycle.clock import utcnow
 from reel.lifecycle.failures import FailureCode
 from reel.lifecycle.states import Status
-from reel.store.tables import Prediction, StoredFile
+from reel.store.tables import ApiKey, Prediction, StoredFile
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +94,17 @@ def start(
             row.worker_id,
             row.attempts + 1,
         )
-    prediction_id, model, attempt = row.id, row.model, row.attempts + 1
+    prediction_id, model, attempt, now = row.id, row.model, row.attempts + 1, utcnow()
     values: dict[str, Any] = {
         "status": Status.PROCESSING,
         "worker_id": worker_id,
         "lease_expires_at": lease_expires_at,
         "attempts": attempt,
         "progress": 0.0,
-        "started_at": utcnow(),
+        "started_at": now,
     }
+    # Whose turn it is next between keys (reel.dispatch.fair).
+    session.execute(update(ApiKey).where(ApiKey.id == row.key_id).values(last_started_at=now))
     if job_id is not None:
         values["job_id"] = job_id
     session.execute(

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reel.catalog.registry import ModelSpec, get_spec
 from reel.dispatch.base import Dispatcher
+from reel.dispatch.fair import Waiting, waiting_states
 from reel.errors import Conflict, InvalidInput, NotFound, RateLimited, StorageUnavailable
 from reel.lifecycle import transitions
 from reel.lifecycle.clock import new_prediction_id, utcnow
@@ -220,6 +221,15 @@ class PredictionService:
         if row is None:
             raise NotFound(f"prediction {prediction_id!r} not found")
         return row
+
+    def waiting(self, row: Prediction) -> Waiting | None:
+        """Where ``row`` stands if it is waiting: its queue position, and whether its key's
+        ``max_concurrent`` holds it back (None: it is not waiting)."""
+        if row.status != Status.CREATED:
+            return None
+        with self._sessions() as session:
+            states = waiting_states(session, [(row.id, row.model)], self._limits.defaults.max_concurrent)
+        return states.get(row.id)
 
     def history(self, owner: Principal, query: HistoryQuery) -> tuple[int, list[Prediction]]:
         selection = self._owned(owner)

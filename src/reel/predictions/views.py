@@ -10,14 +10,18 @@ network I/O: callers on an event loop run it in a worker thread.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from reel.dispatch.fair import Waiting
 from reel.errors import NotFound, TooLarge
 from reel.lifecycle.clock import iso_ms
 from reel.lifecycle.states import Status
 from reel.storage.base import BlobStore
 from reel.store.tables import Prediction
+
+__all__ = ["PredictionRow", "PredictionViews", "Waiting"]
 
 PredictionRow = Prediction
 """A stored prediction as the prediction service returns it: the name the API layer uses, so
@@ -72,25 +76,39 @@ def _inlined(row: Prediction, public_base: str, blobs: BlobStore, max_inline_byt
 
 
 def prediction_object(
-    row: Prediction, public_base: str, blobs: BlobStore, *, max_inline_bytes: int | None = None
+    row: Prediction,
+    public_base: str,
+    blobs: BlobStore,
+    *,
+    max_inline_bytes: int | None = None,
+    waiting: Waiting | None = None,
 ) -> dict[str, Any]:
-    """The prediction, its outputs as the submit asked for them (base64 or URLs)."""
+    """The prediction, its outputs as the submit asked for them (base64 or URLs); ``waiting``
+    says where a ``created`` one stands (the ``queue_position`` extension field)."""
     if row.status != Status.COMPLETED:
         outputs: list[str] = []
     elif row.base64_output:
         outputs = inlined_outputs(row, public_base, blobs, max_inline_bytes)
     else:
         outputs = output_urls(row, public_base, blobs)
-    return _with_outputs(row, public_base, outputs)
+    return _with_outputs(row, public_base, outputs, waiting)
 
 
-def history_item(row: Prediction, public_base: str, blobs: BlobStore) -> dict[str, Any]:
+def history_item(
+    row: Prediction, public_base: str, blobs: BlobStore, waiting: Waiting | None = None
+) -> dict[str, Any]:
     """The prediction as a history page lists it: outputs are URLs, also for base64 ones."""
     outputs = output_urls(row, public_base, blobs) if row.status == Status.COMPLETED else []
-    return _with_outputs(row, public_base, outputs)
+    return _with_outputs(row, public_base, outputs, waiting)
 
 
-def _with_outputs(row: Prediction, public_base: str, outputs: list[str]) -> dict[str, Any]:
+def _with_outputs(
+    row: Prediction, public_base: str, outputs: list[str], waiting: Waiting | None
+) -> dict[str, Any]:
+    extension: dict[str, Any] = {}
+    if row.status == Status.CREATED and waiting is not None:
+        # 0: next to start for its model (reel.dispatch.fair); a documented extension field.
+        extension["queue_position"] = waiting.queue_position
     return {
         "id": row.id,
         "model": row.model,
@@ -102,6 +120,7 @@ def _with_outputs(row: Prediction, public_base: str, outputs: list[str]) -> dict
         "error": row.error or "",
         "timings": {"inference": row.inference_ms},
         "progress": round(row.progress, 4),
+        **extension,
     }
 
 
@@ -113,11 +132,19 @@ class PredictionViews:
     public_base: str
     blobs: BlobStore
     max_inline_bytes: int | None = None
+    waiting: Callable[[Prediction], Waiting | None] = lambda row: None
+    """Where a waiting prediction stands (a database read; None for one that is not waiting)."""
 
     def one(self, row: Prediction) -> dict[str, Any]:
         """:func:`prediction_object`, for the answers about this one prediction."""
-        return prediction_object(row, self.public_base, self.blobs, max_inline_bytes=self.max_inline_bytes)
+        return prediction_object(
+            row,
+            self.public_base,
+            self.blobs,
+            max_inline_bytes=self.max_inline_bytes,
+            waiting=self.waiting(row),
+        )
 
     def listed(self, row: Prediction) -> dict[str, Any]:
         """:func:`history_item`, for a history page."""
-        return history_item(row, self.public_base, self.blobs)
+        return history_item(row, self.public_base, self.blobs, self.waiting(row))

@@ -64,6 +64,9 @@ class ApiKey(Base):
     """Submissions accepted per rolling minute; more are refused with 429."""
     per_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
     """Predictions created per UTC day; more are refused with 429."""
+    last_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """When a prediction of this key last started: between keys with equal turns, the one
+    served longest ago goes first (``reel.dispatch.fair``)."""
 
 
 class Prediction(Base):

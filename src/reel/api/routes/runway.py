@@ -82,7 +82,8 @@ def _owned_task(services: Services, key: Principal, task_id: str) -> PredictionR
 @router.get("/tasks/{task_id}", summary="A task's current state")
 def get_task(task_id: str, key: CurrentKey, services: ServicesDep) -> JSONResponse:
     row = _owned_task(services, key, task_id)
-    return JSONResponse(task_object(row, services.settings.public_base, services.blobs))
+    waiting = services.predictions.waiting(row)
+    return JSONResponse(task_object(row, services.settings.public_base, services.blobs, waiting))
 
 
 @router.delete("/tasks/{task_id}", status_code=204, summary="Cancel a pending or running task, or delete it")
