@@ -51,6 +51,14 @@ class ProgressView(Protocol):
     def close(self) -> None: ...
 
 
+def queue_note(prediction: dict[str, Any]) -> str:
+    """The "3 ahead of you" of a waiting prediction that reports its ``queue_position``."""
+    position = prediction.get("queue_position")
+    if prediction["status"] != "created" or not isinstance(position, int):
+        return ""
+    return "next to start" if position == 0 else f"{position} ahead of you"
+
+
 class BarView:
     """A live rich progress bar, for terminals."""
 
@@ -61,14 +69,17 @@ class BarView:
             TaskProgressColumn(),
             TimeElapsedColumn(),
             TextColumn("[dim]{task.description}"),
+            TextColumn(f"[dim]{prediction_id}"),
             console=err,
         )
-        self._task = self._progress.add_task(prediction_id, total=1.0, status="created")
+        self._task = self._progress.add_task("", total=1.0, status="created")
         self._progress.start()
 
     def update(self, prediction: dict[str, Any]) -> None:
         done = 1.0 if prediction["status"] == "completed" else float(prediction.get("progress") or 0.0)
-        self._progress.update(self._task, completed=done, status=prediction["status"])
+        self._progress.update(
+            self._task, completed=done, status=prediction["status"], description=queue_note(prediction)
+        )
 
     def close(self) -> None:
         self._progress.stop()
@@ -83,6 +94,8 @@ class LineView:
     def update(self, prediction: dict[str, Any]) -> None:
         percent = 100 if prediction["status"] == "completed" else int(100 * (prediction.get("progress") or 0))
         line = f"{prediction['status']} {percent // 10 * 10}%"
+        if note := queue_note(prediction):
+            line += f" ({note})"
         if line != self._last:
             err.print(line)
             self._last = line

@@ -424,11 +424,17 @@ async function poll(id) {
   }
 }
 
+function queuedText(position) {
+  if (!Number.isInteger(position)) return "Queued: waiting for a worker…";
+  if (position === 0) return "Queued: next to start…";
+  return `Queued: ${position} ahead of you…`;
+}
+
 function showPrediction(prediction) {
   const progress = prediction.status === "completed" ? 1 : prediction.progress || 0;
   const seconds = (prediction.timings?.inference || 0) / 1000;
   const text = {
-    created: "Queued: waiting for a worker…",
+    created: queuedText(prediction.queue_position),
     processing: `Generating… ${Math.round(progress * 100)}%`,
     completed: `Done${seconds ? ` in ${seconds.toFixed(1)} s` : ""}.`,
     failed: "Failed.",
