@@ -88,6 +88,17 @@ class Settings(BaseSettings):
     key_per_day: int = Field(
         0, ge=0, description="Default per-key limit: predictions created per UTC day (0: unlimited)."
     )
+    key_cache_s: float = Field(
+        2.0,
+        ge=0,
+        description="How long a verified API key is trusted without a database read (0: never). "
+        "A revoke applies at once on the processes sharing its data dir, within this on others.",
+    )
+    api_threads: int = Field(
+        8,
+        ge=1,
+        description="Threads an API process runs blocking work in (database reads, blob I/O).",
+    )
 
     @cached_property
     def effective_database_url(self) -> str:

@@ -26,6 +26,10 @@ from reel.storage.base import BlobStore
 from reel.storage.local import LocalBlobStore
 from reel.store.db import is_postgres, make_engine, make_session_factory, migrate
 
+REVOCATION_MARKER = "keys-revoked"
+"""A file in the data dir that a revoke touches: every process on the data dir then reads
+its keys afresh (``KeyService``)."""
+
 
 @dataclass
 class Services:
@@ -131,7 +135,11 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
         sessions,
         blobs,
         dispatcher,
-        KeyService(sessions),
+        KeyService(
+            sessions,
+            cache_s=settings.key_cache_s,
+            revocation_marker=settings.data_dir / REVOCATION_MARKER,
+        ),
         files,
         predictions,
         ReadinessService(engine, sessions),

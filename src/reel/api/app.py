@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
+from anyio import to_thread
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
@@ -34,6 +35,9 @@ def create_app(services: Services, *, companion: Companion | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Blocking work (database reads, blob I/O) runs in this many threads; more threads on
+        # a few cores mostly fight over the GIL (anyio's default is 40).
+        to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         if companion is not None:
             companion.start()
         try:

@@ -1,10 +1,15 @@
-"""Dependency wiring, so route signatures read like sentences."""
+"""Dependency wiring, so route signatures read like sentences.
+
+The dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in
+a worker thread, and a thread hop per dependency was most of a result poll's cost. The key
+check reads the database only when its cache cannot answer, and then in a worker thread."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from reel.predictions.keys import Principal
 from reel.predictions.readiness import ReadinessService
@@ -13,7 +18,7 @@ from reel.settings import Settings
 from reel.wiring import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -21,21 +26,21 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_readiness(services: ServicesDep) -> ReadinessService:
+async def get_readiness(services: ServicesDep) -> ReadinessService:
     return services.readiness
 
 
 ReadinessDep = Annotated[ReadinessService, Depends(get_readiness)]
 
 
-def get_views(services: ServicesDep) -> PredictionViews:
+async def get_views(services: ServicesDep) -> PredictionViews:
     settings = services.settings
     return PredictionViews(
         settings.public_base, services.blobs, settings.max_inline_bytes, services.predictions.waiting
@@ -46,11 +51,14 @@ ViewsDep = Annotated[PredictionViews, Depends(get_views)]
 """Rendering may read whole blobs: from async code, call it in a worker thread."""
 
 
-def current_key(request: Request, services: ServicesDep) -> Principal:
+async def current_key(request: Request, services: ServicesDep) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     presented = token.strip() if scheme.lower() == "bearer" else None
-    return services.keys.authenticate(presented)
+    cached = services.keys.cached(presented)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(services.keys.authenticate, presented)
 
 
 CurrentKey = Annotated[Principal, Depends(current_key)]

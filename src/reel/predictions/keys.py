@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -51,9 +55,35 @@ class Principal:
     webhook_secret: str
 
 
+@dataclass
+class _Verified:
+    principal: Principal
+    checked_at: float
+    """``time.monotonic()`` of the database read that verified it."""
+    last_used_at: datetime | None
+
+
 class KeyService:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    """``cache_s``: how long a verified key is trusted without reading the database again (the
+    hot path of every request, result polls above all; 0: never). A revoke through this
+    service drops it at once; a revoke elsewhere (``reel keys revoke`` beside the server)
+    touches ``revocation_marker``, a file in the data dir, whose change drops every cached key
+    of the processes that share that data dir. Other hosts (API replicas on PostgreSQL) see a
+    revoke within ``cache_s``."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        cache_s: float = 0.0,
+        revocation_marker: Path | None = None,
+    ) -> None:
         self._sessions = sessions
+        self._cache_s = cache_s
+        self._marker = revocation_marker
+        self._marker_seen: float | None = None
+        self._verified: dict[str, _Verified] = {}
+        self._lock = threading.Lock()
 
     def create(self, name: str = "", limits: Limits = Limits()) -> tuple[str, KeyInfo]:
         """Make a key with its own ``limits`` (None: the server's default); the plaintext is
@@ -91,21 +121,71 @@ class KeyService:
     def authenticate(self, presented: str | None) -> Principal:
         if not presented:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        cached = self.cached(presented)
+        if cached is not None:
+            return cached
+        digest = hash_key(presented)
         match = _KEY_RE.match(presented)
         with self._sessions() as session:  # a read: on SQLite it never waits for a writer
             row = session.get(ApiKey, match.group(1)) if match else None
         # Hash and compare even when the id is unknown, so both paths cost the same.
         expected = row.secret_hash if row else hash_key("")
-        valid = hmac.compare_digest(expected, hash_key(presented)) and row is not None
+        valid = hmac.compare_digest(expected, digest) and row is not None
         if not valid or row is None or row.revoked_at is not None:
             raise Unauthorized("invalid API key: check the 'Authorization: Bearer <key>' header")
+        principal = Principal(key_id=row.id, webhook_secret=row.webhook_secret)
+        last_used_at = self._record_use(row.id, row.last_used_at)
+        if self._cache_s > 0:
+            with self._lock:
+                self._verified[digest] = _Verified(principal, time.monotonic(), last_used_at)
+        return principal
+
+    def _record_use(self, key_id: str, last_used_at: datetime | None) -> datetime | None:
+        """Record ``last_used_at`` at minute granularity, in a write of its own: a write per
+        request would make every request wait for the write lock (on SQLite, behind worker
+        heartbeats). Returns the time now recorded."""
         now = utcnow()
-        # Recorded at minute granularity, in a write of its own: a write per request would
-        # make every request wait for the write lock (on SQLite, behind worker heartbeats).
-        if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        if last_used_at is None or now - last_used_at > LAST_USED_RESOLUTION:
             with self._sessions.begin() as session:
-                session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
-        return Principal(key_id=row.id, webhook_secret=row.webhook_secret)
+                session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+            return now
+        return last_used_at
+
+    def cached(self, presented: str | None) -> Principal | None:
+        """The key's principal if it was verified less than ``cache_s`` ago and nothing is due
+        to be written for it, without touching the database (safe on an event loop); None
+        means: call :meth:`authenticate`."""
+        if self._cache_s <= 0 or not presented:
+            return None
+        self._drop_all_if_revoked_elsewhere()
+        with self._lock:
+            entry = self._verified.get(hash_key(presented))
+        if entry is None or time.monotonic() - entry.checked_at > self._cache_s:
+            return None
+        if entry.last_used_at is None or utcnow() - entry.last_used_at > LAST_USED_RESOLUTION:
+            return None  # authenticate() reads the key again and records the use
+        return entry.principal
+
+    def _drop_all_if_revoked_elsewhere(self) -> None:
+        if self._marker is None:
+            return
+        try:
+            changed = self._marker.stat().st_mtime
+        except FileNotFoundError:
+            changed = None
+        with self._lock:
+            if changed != self._marker_seen:
+                self._verified.clear()
+                self._marker_seen = changed
+
+    def _forget(self, key_id: str) -> None:
+        with self._lock:
+            for digest in [d for d, entry in self._verified.items() if entry.principal.key_id == key_id]:
+                del self._verified[digest]
+        if self._marker is not None:
+            self._marker.touch()
+            # Some filesystems keep whole-second times: make the change visible regardless.
+            os.utime(self._marker, ns=(time.time_ns(), time.time_ns()))
 
     def list(self) -> list[KeyInfo]:
         """Every key, with how many predictions it created today."""
@@ -130,6 +210,7 @@ class KeyService:
             )
             if result.rowcount == 0:  # type: ignore[attr-defined]
                 raise NotFound(f"no active key with id {key_id!r}")
+        self._forget(key_id)
 
 
 def _info(row: ApiKey) -> KeyInfo:

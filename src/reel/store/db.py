@@ -37,6 +37,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x7265656C_6D696772  # "reelmigr": pg_advisory_lock key of migrations
 
 CONNECT_TIMEOUT_S = 10
+SQLITE_POOL_SIZE = 40
 
 WRITE_OPTION = "reel_write"
 """Execution option of a connection that will write: on SQLite its transactions begin with
@@ -57,7 +58,14 @@ def is_postgres(engine: Engine) -> bool:
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        # A connection per request thread (anyio runs 40): a smaller pool made requests
+        # queue for connections and open (and PRAGMA) throwaway overflow ones under load.
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=SQLITE_POOL_SIZE // 2,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling would BEGIN (deferred) only at the first write;
         # take control, so a write transaction holds the lock from its first read on.
@@ -120,10 +128,16 @@ class Sessions(sessionmaker[Session]):
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine, expire_on_commit=False)
+        self._engine = engine
         self._write_bind = writing(engine)
 
     def begin(self) -> AbstractContextManager[Session]:
         return self._write_transaction()
+
+    def connection(self) -> AbstractContextManager[Connection]:
+        """A pooled connection for plain (Core) reads, without an ORM session: a deferred
+        read transaction, like ``sessions()``'s."""
+        return self._engine.connect()
 
     @contextmanager
     def _write_transaction(self) -> Iterator[Session]:

@@ -40,7 +40,7 @@ from reel.wiring import Services
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
-def require_runway_version(request: Request) -> None:
+async def require_runway_version(request: Request) -> None:
     version = request.headers.get("x-runway-version")
     if version is None:
         raise InvalidInput("X-Runway-Version", f"header is required; this server speaks {RUNWAY_VERSION}")
