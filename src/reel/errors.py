@@ -55,3 +55,8 @@ class StorageUnavailable(ServiceUnavailable):
 class DatabaseUnavailable(ServiceUnavailable):
     """The database could not be reached, e.g. while PostgreSQL restarts. Raised in place of the
     driver's error by ``reel.store.db``."""
+
+
+class LowDiskSpace(ServiceUnavailable):
+    """The server's disk is nearly full (``REEL_MIN_FREE_BYTES``): new work is refused up front
+    rather than failed part-way through writing it."""

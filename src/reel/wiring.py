@@ -13,10 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from reel.dispatch.base import Dispatcher
 from reel.dispatch.table import TableDispatcher
 from reel.lifecycle.transitions import EndedHook
+from reel.predictions.disk_space import FreeSpaceGuard
 from reel.predictions.files import FileService
 from reel.predictions.image_source import ImageLimits, ImageSource
 from reel.predictions.keys import KeyService
 from reel.predictions.readiness import ReadinessService
+from reel.predictions.retention import RetentionPolicy, RetentionSweep
 from reel.predictions.service import PredictionService
 from reel.predictions.webhooks import enqueue_final_event
 from reel.settings import Settings
@@ -36,6 +38,7 @@ class Services:
     files: FileService
     predictions: PredictionService
     readiness: ReadinessService
+    retention: RetentionSweep
 
 
 def build_blob_store(settings: Settings) -> BlobStore:
@@ -58,6 +61,18 @@ def build_blob_store(settings: Settings) -> BlobStore:
     if parts.scheme != "file" or parts.netloc not in ("", "localhost") or not parts.path:
         raise ValueError(f"REEL_STORAGE_URL: expected s3://bucket/prefix or file:///path, got {url!r}")
     return LocalBlobStore(Path(parts.path))
+
+
+def guarded_dirs(settings: Settings, blobs: BlobStore) -> list[Path]:
+    """Where new work writes, for ``REEL_MIN_FREE_BYTES``: the data dir (database, blobs by
+    default), and where the blobs or the S3 scratch files go when that is elsewhere. Not
+    local blobs' own ``.scratch``: it is inside their root, on the same disk."""
+    directories = [settings.data_dir]
+    if isinstance(blobs, LocalBlobStore):
+        directories.append(blobs.root)
+    else:
+        directories.append(blobs.scratch_dir())
+    return directories
 
 
 def build_dispatcher(
@@ -100,7 +115,9 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
         sessions,
         lambda session, row: enqueue_final_event(session, row, settings.public_base, blobs),
     )
-    files = FileService(sessions, blobs, settings.max_upload_bytes)
+    retention = RetentionPolicy.of_seconds(settings.retention_s)
+    space = FreeSpaceGuard(guarded_dirs(settings, blobs), settings.min_free_bytes)
+    files = FileService(sessions, blobs, settings.max_upload_bytes, retention=retention, space=space)
     images = ImageSource(
         files,
         settings.public_base,
@@ -112,7 +129,13 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
         ),
     )
     predictions = PredictionService(
-        sessions, blobs, dispatcher, images, allow_private_urls=settings.allow_private_urls
+        sessions,
+        blobs,
+        dispatcher,
+        images,
+        allow_private_urls=settings.allow_private_urls,
+        retention=retention,
+        space=space,
     )
     return Services(
         settings,
@@ -124,4 +147,5 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
         files,
         predictions,
         ReadinessService(engine, sessions),
+        RetentionSweep(sessions, blobs, retention),
     )

@@ -21,6 +21,7 @@ from reel.errors import (
     DatabaseUnavailable,
     IdempotencyMismatch,
     InvalidInput,
+    LowDiskSpace,
     NotFound,
     ReelError,
     ServiceUnavailable,
@@ -48,6 +49,8 @@ STATUS_BY_ERROR: list[tuple[type[ReelError], int]] = [
 # to the log.
 DATABASE_UNAVAILABLE_MESSAGE = "database unavailable, try again shortly"
 STORAGE_UNAVAILABLE_MESSAGE = "storage unavailable, try again shortly"
+LOW_DISK_SPACE_MESSAGE = "the server is low on disk space and accepts no new work for now; try again later"
+LOW_DISK_SPACE_RETRY_AFTER_S = 30
 
 
 def status_for(exc: ReelError) -> int:
@@ -80,7 +83,12 @@ def install_error_handlers(app: FastAPI) -> None:
         status = status_for(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         message = exc.message
-        if isinstance(exc, ServiceUnavailable):
+        if isinstance(exc, LowDiskSpace):
+            # The message names paths and byte counts: those go to the log, as for the others.
+            log.warning("%s %s answered 503: %s", request.method, request.url.path, exc.message)
+            message = LOW_DISK_SPACE_MESSAGE
+            headers = {"Retry-After": str(LOW_DISK_SPACE_RETRY_AFTER_S)}
+        elif isinstance(exc, ServiceUnavailable):
             log.warning("%s %s answered 503: %s", request.method, request.url.path, exc.message)
             message = (
                 DATABASE_UNAVAILABLE_MESSAGE

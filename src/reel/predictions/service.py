@@ -24,10 +24,12 @@ from reel.lifecycle.clock import new_prediction_id, utcnow
 from reel.lifecycle.states import ACTIVE, TERMINAL, Status
 from reel.media.fetch import BlockedAddress, FetchError, validate_public_url
 from reel.media.images import RENDER_SIZES, closest_aspect_ratio
+from reel.predictions.disk_space import ALWAYS_ROOM, FreeSpaceGuard
 from reel.predictions.idempotency import IdempotencyStore, IdempotentRequest
 from reel.predictions.image_source import ImageSource
 from reel.predictions.inputs import SubmitInput, parse_submit, recorded_input
 from reel.predictions.keys import Principal
+from reel.predictions.retention import KEEP_FOREVER, RetentionPolicy
 from reel.storage.base import BlobStore
 from reel.store.tables import Prediction, StoredFile
 
@@ -83,13 +85,17 @@ class PredictionService:
         images: ImageSource,
         *,
         allow_private_urls: bool,
+        retention: RetentionPolicy = KEEP_FOREVER,
+        space: FreeSpaceGuard = ALWAYS_ROOM,
     ) -> None:
         self._sessions = sessions
         self._blobs = blobs
         self._dispatcher = dispatcher
         self._images = images
         self._allow_private_urls = allow_private_urls
-        self._idempotency = IdempotencyStore(sessions)
+        self._retention = retention
+        self._space = space
+        self._idempotency = IdempotencyStore(sessions, retention=retention)
 
     def submit(
         self,
@@ -110,6 +116,8 @@ class PredictionService:
             idempotent = IdempotentRequest.of(owner, idempotency_key, dialect.name, model, body, webhook)
             if (earlier := self._idempotency.find(idempotent)) is not None:
                 return Submission(self.get(owner, earlier), parsed.enable_sync_mode, replayed=True)
+        # After the replay (which creates nothing), before anything is fetched or stored.
+        self._space.check()
         if webhook is not None:
             if parsed.enable_base64_output:
                 raise InvalidInput(
@@ -197,9 +205,10 @@ class PredictionService:
         except FetchError as exc:
             raise InvalidInput("webhook", exc.message) from exc
 
-    @staticmethod
-    def _owned(owner: Principal) -> Select[Prediction]:
-        return select(Prediction).where(Prediction.key_id == owner.key_id, Prediction.deleted_at.is_(None))
+    def _owned(self, owner: Principal) -> Select[Prediction]:
+        """The caller's predictions that are neither deleted nor expired: an expired one is
+        a 404 from the moment it expires, before the workers' sweep deletes it."""
+        return select(Prediction).where(Prediction.key_id == owner.key_id, self._retention.live_prediction())
 
     def get(self, owner: Principal, prediction_id: str) -> Prediction:
         with self._sessions() as session:
