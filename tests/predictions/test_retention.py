@@ -20,6 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from reel.errors import StorageUnavailable
 from reel.lifecycle.clock import new_file_id, utcnow
 from reel.lifecycle.states import Status
 from reel.predictions.keys import Principal
@@ -377,3 +378,35 @@ def test_retention_zero_keeps_everything(data_dir: Path) -> None:
         assert services.files.served(upload.id, upload.filename).size == len(PNG)
     finally:
         services.engine.dispose()
+
+
+class RefusesToDelete:
+    """The services' blob store, but deleting ``refused`` fails as an unreachable bucket does."""
+
+    def __init__(self, blobs: Any, refused: str) -> None:
+        self._blobs = blobs
+        self.refused = refused
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._blobs, name)
+
+    def delete(self, key: str) -> None:
+        if key == self.refused:
+            raise StorageUnavailable(f"storage: could not delete {key}")
+        self._blobs.delete(key)
+
+
+def test_a_prediction_whose_bytes_could_not_go_keeps_its_row_for_the_next_sweep(services: Services) -> None:
+    owner = key_id(services)
+    stuck = put_prediction(services, owner, Status.COMPLETED, timedelta(seconds=RETENTION_S + 5))
+    other = put_prediction(services, owner, Status.COMPLETED, timedelta(seconds=RETENTION_S + 5))
+    failing = RefusesToDelete(services.blobs, f"outputs/{stuck}.mp4")
+    counts = RetentionSweep(services.sessions, failing, POLICY).sweep_once()  # type: ignore[arg-type]
+    assert (counts.predictions, counts.files) == (1, 1)
+    assert remaining(services) == {stuck}
+    assert not services.blobs.exists(f"outputs/{other}.mp4")
+
+    failing.refused = ""  # the bucket is back
+    assert RetentionSweep(services.sessions, failing, POLICY).sweep_once().predictions == 1  # type: ignore[arg-type]
+    assert remaining(services) == set()
+    assert not services.blobs.exists(f"outputs/{stuck}.mp4")

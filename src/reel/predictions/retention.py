@@ -135,7 +135,7 @@ class RetentionSweep:
             blobs: dict[str, set[str]] = {pid: {input_blob, *outputs} for pid, input_blob, outputs in rows}
             for pid, blob_key in session.execute(
                 select(StoredFile.prediction_id, StoredFile.blob_key).where(
-                    StoredFile.prediction_id.in_(blobs)
+                    StoredFile.prediction_id.in_(list(blobs))
                 )
             ):
                 blobs[str(pid)].add(blob_key)
