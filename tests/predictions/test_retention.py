@@ -410,3 +410,26 @@ def test_a_prediction_whose_bytes_could_not_go_keeps_its_row_for_the_next_sweep(
     assert RetentionSweep(services.sessions, failing, POLICY).sweep_once().predictions == 1  # type: ignore[arg-type]
     assert remaining(services) == set()
     assert not services.blobs.exists(f"outputs/{stuck}.mp4")
+
+
+def test_an_idempotency_key_goes_retention_after_its_24_hours_even_while_its_prediction_waits(
+    services: Services,
+) -> None:
+    owner = key_id(services)
+    waiting = put_prediction(services, owner, Status.CREATED, None)
+    made = {"old": timedelta(hours=24, seconds=RETENTION_S + 5), "younger": timedelta(hours=24)}
+    with services.sessions.begin() as session:
+        for name, ago in made.items():
+            session.add(
+                IdempotencyRecord(
+                    key_id=owner,
+                    idempotency_key=name,
+                    request_hash="0" * 64,
+                    prediction_id=waiting,
+                    created_at=utcnow() - ago,
+                )
+            )
+    assert services.retention.sweep_once().idempotency_keys == 1
+    with services.sessions() as session:
+        assert list(session.scalars(select(IdempotencyRecord.idempotency_key))) == ["younger"]
+    assert remaining(services) == {waiting}
