@@ -111,7 +111,7 @@ class IdempotencyStore:
         Commit fails with IntegrityError when a concurrent request recorded the key first.
         """
         now = utcnow()
-        prediction_deleted = ~exists().where(
+        prediction_gone = ~exists().where(
             Prediction.id == IdempotencyRecord.prediction_id, self._live_prediction()
         )
         # Clear records that no longer count: this owner's expired ones, and this key's if
@@ -123,7 +123,7 @@ class IdempotencyStore:
                 IdempotencyRecord.key_id == request.key_id,
                 or_(
                     IdempotencyRecord.created_at < now - self._ttl,
-                    and_(IdempotencyRecord.idempotency_key == request.idempotency_key, prediction_deleted),
+                    and_(IdempotencyRecord.idempotency_key == request.idempotency_key, prediction_gone),
                 ),
             )
             .execution_options(synchronize_session=False)
