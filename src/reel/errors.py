@@ -64,3 +64,8 @@ class RateLimited(ReelError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = max(1, retry_after_s)
+
+
+class LowDiskSpace(ServiceUnavailable):
+    """The server's disk is nearly full (``REEL_MIN_FREE_BYTES``): new work is refused up front
+    rather than failed part-way through writing it."""

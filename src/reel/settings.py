@@ -99,6 +99,21 @@ class Settings(BaseSettings):
         ge=1,
         description="Threads an API process runs blocking work in (database reads, blob I/O).",
     )
+    retention_s: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="Ended predictions (with their files, idempotency keys and webhooks) and uploads are "
+        "deleted this long after they ended; 0 keeps everything.",
+    )
+    min_free_bytes: int = Field(
+        2 * 1024**3,
+        ge=0,
+        description="New predictions and uploads are refused (503) while the data dir (or the S3 "
+        "scratch dir) has less free space than this; 0 disables the check.",
+    )
+    housekeeping_interval_s: float = Field(
+        600.0, gt=0, description="How often each worker sweeps expired uploads and predictions."
+    )
 
     @cached_property
     def effective_database_url(self) -> str:

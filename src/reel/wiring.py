@@ -13,11 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from reel.dispatch.base import Dispatcher
 from reel.dispatch.table import TableDispatcher
 from reel.lifecycle.transitions import EndedHook
+from reel.predictions.disk_space import FreeSpaceGuard
 from reel.predictions.files import FileService
 from reel.predictions.image_source import ImageLimits, ImageSource
 from reel.predictions.keys import KeyService
 from reel.predictions.limits import Limits, RateLimiter
 from reel.predictions.readiness import ReadinessService
+from reel.predictions.retention import RetentionPolicy, RetentionSweep
 from reel.predictions.service import PredictionService
 from reel.predictions.usage import UsageService
 from reel.predictions.webhooks import enqueue_final_event
@@ -43,6 +45,7 @@ class Services:
     predictions: PredictionService
     readiness: ReadinessService
     usage: UsageService
+    retention: RetentionSweep
 
 
 def build_blob_store(settings: Settings) -> BlobStore:
@@ -65,6 +68,18 @@ def build_blob_store(settings: Settings) -> BlobStore:
     if parts.scheme != "file" or parts.netloc not in ("", "localhost") or not parts.path:
         raise ValueError(f"REEL_STORAGE_URL: expected s3://bucket/prefix or file:///path, got {url!r}")
     return LocalBlobStore(Path(parts.path))
+
+
+def guarded_dirs(settings: Settings, blobs: BlobStore) -> list[Path]:
+    """Where new work writes, for ``REEL_MIN_FREE_BYTES``: the data dir (database, blobs by
+    default), and where the blobs or the S3 scratch files go when that is elsewhere. Not
+    local blobs' own ``.scratch``: it is inside their root, on the same disk."""
+    directories = [settings.data_dir]
+    if isinstance(blobs, LocalBlobStore):
+        directories.append(blobs.root)
+    else:
+        directories.append(blobs.scratch_dir())
+    return directories
 
 
 def build_dispatcher(
@@ -112,7 +127,9 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
         sessions,
         lambda session, row: enqueue_final_event(session, row, settings.public_base, blobs),
     )
-    files = FileService(sessions, blobs, settings.max_upload_bytes)
+    retention = RetentionPolicy.of_seconds(settings.retention_s)
+    space = FreeSpaceGuard(guarded_dirs(settings, blobs), settings.min_free_bytes)
+    files = FileService(sessions, blobs, settings.max_upload_bytes, retention=retention, space=space)
     images = ImageSource(
         files,
         settings.public_base,
@@ -127,7 +144,14 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
         Limits.from_counts(settings.key_max_concurrent, settings.key_per_minute, settings.key_per_day)
     )
     predictions = PredictionService(
-        sessions, blobs, dispatcher, images, allow_private_urls=settings.allow_private_urls, limits=limits
+        sessions,
+        blobs,
+        dispatcher,
+        images,
+        allow_private_urls=settings.allow_private_urls,
+        limits=limits,
+        retention=retention,
+        space=space,
     )
     return Services(
         settings,
@@ -144,4 +168,5 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
         predictions,
         ReadinessService(engine, sessions),
         UsageService(sessions, limits),
+        RetentionSweep(sessions, blobs, retention),
     )

@@ -21,6 +21,7 @@ from reel.errors import (
     DatabaseUnavailable,
     IdempotencyMismatch,
     InvalidInput,
+    LowDiskSpace,
     NotFound,
     RateLimited,
     ReelError,
@@ -50,6 +51,8 @@ STATUS_BY_ERROR: list[tuple[type[ReelError], int]] = [
 # to the log.
 DATABASE_UNAVAILABLE_MESSAGE = "database unavailable, try again shortly"
 STORAGE_UNAVAILABLE_MESSAGE = "storage unavailable, try again shortly"
+LOW_DISK_SPACE_MESSAGE = "the server is low on disk space and accepts no new work for now; try again later"
+LOW_DISK_SPACE_RETRY_AFTER_S = 30
 
 
 def status_for(exc: ReelError) -> int:
@@ -85,7 +88,12 @@ def install_error_handlers(app: FastAPI) -> None:
             # Both official SDKs retry a 429; runwayml waits for Retry-After (up to 60 s).
             headers = {"Retry-After": str(exc.retry_after_s)}
         message = exc.message
-        if isinstance(exc, ServiceUnavailable):
+        if isinstance(exc, LowDiskSpace):
+            # The message names paths and byte counts: those go to the log, as for the others.
+            log.warning("%s %s answered 503: %s", request.method, request.url.path, exc.message)
+            message = LOW_DISK_SPACE_MESSAGE
+            headers = {"Retry-After": str(LOW_DISK_SPACE_RETRY_AFTER_S)}
+        elif isinstance(exc, ServiceUnavailable):
             log.warning("%s %s answered 503: %s", request.method, request.url.path, exc.message)
             message = (
                 DATABASE_UNAVAILABLE_MESSAGE

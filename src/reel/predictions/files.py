@@ -5,8 +5,13 @@ bits, so the URL can be handed to a ``<video>`` tag or another service. Using an
 a prediction's ``image`` additionally requires that the same key made it.
 
 Runway's ephemeral uploads (``runway://`` URIs) last 24 hours, as Runway's own do; an upload
-ticket whose bytes never arrived lapses after the same time. The workers' housekeeping thread
-deletes both with :meth:`FileService.sweep_expired`. WaveSpeed uploads are kept.
+ticket whose bytes never arrived lapses after the same time. Every file also expires
+``REEL_RETENTION_S`` after it was made (:mod:`reel.predictions.retention`): an expired file
+is a 404 at once. The workers' housekeeping thread deletes expired uploads and lapsed tickets
+with :meth:`FileService.sweep_expired`; outputs go with their predictions (the retention
+sweep), and when a prediction is deleted.
+
+New uploads are refused (503) while the disk is low (:mod:`reel.predictions.disk_space`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reel.errors import InvalidInput, NotFound, StorageUnavailable, TooLarge
 from reel.lifecycle.clock import new_file_id, utcnow
+from reel.predictions.disk_space import ALWAYS_ROOM, FreeSpaceGuard
 from reel.predictions.keys import Principal
+from reel.predictions.retention import KEEP_FOREVER, RetentionPolicy
 from reel.storage.base import BlobStore
 from reel.store.tables import StoredFile
 
@@ -65,10 +72,27 @@ class ServedFile:
 
 
 class FileService:
-    def __init__(self, sessions: sessionmaker[Session], blobs: BlobStore, max_upload_bytes: int) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        blobs: BlobStore,
+        max_upload_bytes: int,
+        *,
+        retention: RetentionPolicy = KEEP_FOREVER,
+        space: FreeSpaceGuard = ALWAYS_ROOM,
+    ) -> None:
         self._sessions = sessions
         self._blobs = blobs
         self.max_upload_bytes = max_upload_bytes
+        self._retention = retention
+        self._space = space
+
+    def _expired(self, row: StoredFile) -> bool:
+        """Past its own expiry (a Runway upload's 24 hours) or past retention."""
+        return _expired(row) or self._retention.expired(row.created_at)
+
+    def _lapsed(self, row: StoredFile) -> bool:
+        return _lapsed(row) or self._retention.expired(row.created_at)
 
     def _check_size(self, size: int, field: str) -> None:
         if size > self.max_upload_bytes:
@@ -82,12 +106,14 @@ class FileService:
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise InvalidInput("size", "must be a positive number of bytes")
         self._check_size(size, "size")
+        self._space.check()
         return self._issue_ticket(owner, filename, content_type or "application/octet-stream", size)
 
     def create_open_ticket(self, owner: Principal, filename: object) -> UploadTicket:
         """A ticket for an upload whose size is not declared up front (Runway's ephemeral
         uploads): the bytes are capped at the upload limit when they arrive."""
         name = safe_filename(self._required_filename(filename))
+        self._space.check()
         return self._issue_ticket(
             owner,
             name,
@@ -138,18 +164,22 @@ class FileService:
 
     def pending_upload_size(self, file_id: str, token: str) -> int:
         """The most bytes an upload awaiting them may have, if ``token`` opens it: its
-        declared size, or the upload limit when none was declared."""
+        declared size, or the upload limit when none was declared. Refused while the disk is
+        low, before any byte of the upload is received."""
         with self._sessions() as session:
-            return self._upload_limit(self._open_ticket(session, file_id, token))
+            limit = self._upload_limit(self._open_ticket(session, file_id, token))
+        self._space.check()
+        return limit
 
     def _upload_limit(self, ticket: StoredFile) -> int:
         return ticket.declared_size if ticket.declared_size is not None else self.max_upload_bytes
 
-    @staticmethod
-    def _open_ticket(session: Session, file_id: str, token: str, *, for_update: bool = False) -> StoredFile:
+    def _open_ticket(
+        self, session: Session, file_id: str, token: str, *, for_update: bool = False
+    ) -> StoredFile:
         """The upload row ``token`` opens while it still awaits its bytes; NotFound otherwise."""
         row = session.get(StoredFile, file_id, with_for_update=for_update)
-        if row is None or row.complete or row.upload_token_hash is None or _lapsed(row):
+        if row is None or row.complete or row.upload_token_hash is None or self._lapsed(row):
             raise NotFound("no pending upload at this URL (it may have been used already)")
         presented = hashlib.sha256(token.encode()).hexdigest()
         if not hmac.compare_digest(row.upload_token_hash, presented):
@@ -193,6 +223,7 @@ class FileService:
         self._check_size(len(data), "file")
         if not data:
             raise InvalidInput("file", "is empty")
+        self._space.check()
         row = self._new_upload_row(owner, filename, content_type)
         row.size = len(data)
         row.complete = True
@@ -214,7 +245,7 @@ class FileService:
     def served(self, file_id: str, filename: str) -> ServedFile:
         with self._sessions() as session:
             row = session.get(StoredFile, file_id)
-            if row is None or not row.complete or row.filename != filename or _expired(row):
+            if row is None or not row.complete or row.filename != filename or self._expired(row):
                 raise NotFound("no such file")
             content_type = (
                 row.content_type if row.content_type in INLINE_TYPES else "application/octet-stream"
@@ -230,11 +261,14 @@ class FileService:
                 raise InvalidInput(
                     field, "names an upload that expired (uploads last 24 hours); upload again"
                 )
+            if self._retention.expired(row.created_at):
+                raise InvalidInput(field, "names an upload that expired (REEL_RETENTION_S); upload again")
             blob_key = row.blob_key
         return self._blobs.read_bytes(blob_key)
 
     def sweep_expired(self, now: datetime | None = None) -> int:
-        """Delete expired uploads and lapsed tickets, bytes first; returns how many went.
+        """Delete expired uploads (their own expiry, or retention) and lapsed tickets, bytes
+        first, at most :data:`SWEEP_BATCH` per call; returns how many went.
 
         Safe to run from several workers at once: deleting a blob or row twice is harmless.
         """
@@ -243,6 +277,8 @@ class FileService:
             StoredFile.expires_at <= now,
             and_(StoredFile.complete.is_(False), StoredFile.created_at <= now - UNUSED_TICKET_TTL),
         )
+        if (cutoff := self._retention.cutoff(now)) is not None:
+            gone = or_(gone, StoredFile.created_at <= cutoff)
         with self._sessions() as session:
             rows = session.execute(
                 select(StoredFile.id, StoredFile.blob_key)

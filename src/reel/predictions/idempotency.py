@@ -9,7 +9,7 @@ Keys are scoped to the API key that sent them. The record's primary key is (API 
 Idempotency-Key), so of two concurrent duplicates only one can commit; the other rolls back
 and answers with the winner's prediction. A submit that is refused (4xx) records nothing, so
 a corrected retry may reuse its key. A key is free again after :data:`IDEMPOTENCY_TTL`, or
-once the prediction it created was deleted.
+once the prediction it created was deleted or expired (``REEL_RETENTION_S``).
 """
 
 from __future__ import annotations
@@ -19,15 +19,18 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, exists, or_, select
+from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from reel.errors import IdempotencyMismatch, InvalidInput
 from reel.lifecycle.clock import utcnow
 from reel.predictions.keys import Principal
 from reel.store.tables import IdempotencyRecord, Prediction
+
+if TYPE_CHECKING:  # retention imports this module's TTL
+    from reel.predictions.retention import RetentionPolicy
 
 HEADER = "Idempotency-Key"
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -63,9 +66,21 @@ class IdempotentRequest:
 
 
 class IdempotencyStore:
-    def __init__(self, sessions: sessionmaker[Session], ttl: timedelta = IDEMPOTENCY_TTL) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        ttl: timedelta = IDEMPOTENCY_TTL,
+        retention: RetentionPolicy | None = None,
+    ) -> None:
         self._sessions = sessions
         self._ttl = ttl
+        self._retention = retention
+
+    def _live_prediction(self) -> ColumnElement[bool]:
+        """SQL: a prediction neither deleted nor expired under retention."""
+        if self._retention is None:
+            return Prediction.deleted_at.is_(None)
+        return self._retention.live_prediction()
 
     def find(self, request: IdempotentRequest) -> str | None:
         """The id of the prediction a live record of this key created, or None.
@@ -76,12 +91,11 @@ class IdempotencyStore:
             row = session.get(IdempotencyRecord, (request.key_id, request.idempotency_key))
             if row is None or row.created_at < utcnow() - self._ttl:
                 return None
-            deleted = session.scalar(
-                select(Prediction.id).where(
-                    Prediction.id == row.prediction_id, Prediction.deleted_at.is_not(None)
-                )
+            # A record whose prediction was deleted, expired or swept no longer counts.
+            live = session.scalar(
+                select(Prediction.id).where(Prediction.id == row.prediction_id, self._live_prediction())
             )
-            if deleted is not None:
+            if live is None:
                 return None
             if row.request_hash != request.request_hash:
                 raise IdempotencyMismatch(
@@ -97,18 +111,19 @@ class IdempotencyStore:
         Commit fails with IntegrityError when a concurrent request recorded the key first.
         """
         now = utcnow()
-        prediction_deleted = exists().where(
-            Prediction.id == IdempotencyRecord.prediction_id, Prediction.deleted_at.is_not(None)
+        prediction_gone = ~exists().where(
+            Prediction.id == IdempotencyRecord.prediction_id, self._live_prediction()
         )
         # Clear records that no longer count: this owner's expired ones, and this key's if
-        # its prediction was deleted. A live record stays, so a concurrent duplicate collides.
+        # its prediction was deleted (or expired, or swept). A live record stays, so a
+        # concurrent duplicate collides.
         session.execute(
             delete(IdempotencyRecord)
             .where(
                 IdempotencyRecord.key_id == request.key_id,
                 or_(
                     IdempotencyRecord.created_at < now - self._ttl,
-                    and_(IdempotencyRecord.idempotency_key == request.idempotency_key, prediction_deleted),
+                    and_(IdempotencyRecord.idempotency_key == request.idempotency_key, prediction_gone),
                 ),
             )
             .execution_options(synchronize_session=False)

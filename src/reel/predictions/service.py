@@ -24,11 +24,13 @@ from reel.lifecycle.clock import new_prediction_id, utcnow
 from reel.lifecycle.states import ACTIVE, TERMINAL, Status
 from reel.media.fetch import BlockedAddress, FetchError, validate_public_url
 from reel.media.images import RENDER_SIZES, closest_aspect_ratio
+from reel.predictions.disk_space import ALWAYS_ROOM, FreeSpaceGuard
 from reel.predictions.idempotency import IdempotencyStore, IdempotentRequest
 from reel.predictions.image_source import ImageSource
 from reel.predictions.inputs import SubmitInput, parse_submit, recorded_input
 from reel.predictions.keys import Principal
 from reel.predictions.limits import Limits, RateLimiter
+from reel.predictions.retention import KEEP_FOREVER, RetentionPolicy
 from reel.storage.base import BlobStore
 from reel.store.db import Sessions
 from reel.store.tables import Prediction, StoredFile
@@ -86,6 +88,8 @@ class PredictionService:
         *,
         allow_private_urls: bool,
         limits: RateLimiter | None = None,
+        retention: RetentionPolicy = KEEP_FOREVER,
+        space: FreeSpaceGuard = ALWAYS_ROOM,
     ) -> None:
         self._sessions = sessions
         self._limits = limits or RateLimiter(Limits())
@@ -93,7 +97,9 @@ class PredictionService:
         self._dispatcher = dispatcher
         self._images = images
         self._allow_private_urls = allow_private_urls
-        self._idempotency = IdempotencyStore(sessions)
+        self._retention = retention
+        self._space = space
+        self._idempotency = IdempotencyStore(sessions, retention=retention)
 
     def submit(
         self,
@@ -114,6 +120,8 @@ class PredictionService:
             idempotent = IdempotentRequest.of(owner, idempotency_key, dialect.name, model, body, webhook)
             if (earlier := self._idempotency.find(idempotent)) is not None:
                 return Submission(self.get(owner, earlier), parsed.enable_sync_mode, replayed=True)
+        # After the replay (which creates nothing), before anything is fetched or stored.
+        self._space.check()
         if webhook is not None:
             if parsed.enable_base64_output:
                 raise InvalidInput(
@@ -211,16 +219,17 @@ class PredictionService:
         except FetchError as exc:
             raise InvalidInput("webhook", exc.message) from exc
 
-    @staticmethod
-    def _owned(owner: Principal) -> Select[Prediction]:
-        return select(Prediction).where(Prediction.key_id == owner.key_id, Prediction.deleted_at.is_(None))
+    def _owned(self, owner: Principal) -> Select[Prediction]:
+        """The caller's predictions that are neither deleted nor expired: an expired one is
+        a 404 from the moment it expires, before the workers' sweep deletes it."""
+        return select(Prediction).where(Prediction.key_id == owner.key_id, self._retention.live_prediction())
 
     def get(self, owner: Principal, prediction_id: str) -> Prediction:
         """The prediction, detached. Result polls call this most: one plain query on a pooled
         connection, without an ORM session (a quarter of the time, measured)."""
         table = Prediction.__table__
         query = select(table).where(
-            table.c.id == prediction_id, table.c.key_id == owner.key_id, table.c.deleted_at.is_(None)
+            table.c.id == prediction_id, table.c.key_id == owner.key_id, self._retention.live_prediction()
         )
         with self._sessions.connection() as conn:
             found = conn.execute(query).first()

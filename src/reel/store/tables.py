@@ -95,7 +95,8 @@ class Prediction(Base):
     base64_output: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    """When it ended; retention (``REEL_RETENTION_S``) counts from here."""
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Dispatch state: who holds the prediction and until when (see reel.dispatch.table).
     worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -144,7 +145,7 @@ class IdempotencyRecord(Base):
     idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     """SHA-256 of the canonical request (dialect, model, body, webhook)."""
-    prediction_id: Mapped[str] = mapped_column(String(32))
+    prediction_id: Mapped[str] = mapped_column(String(32), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
@@ -165,6 +166,8 @@ class WebhookDelivery(Base):
     worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    """When it was delivered or given up on; retention counts from here. None while pending."""
 
 
 class Worker(Base):

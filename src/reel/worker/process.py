@@ -86,7 +86,12 @@ def run_worker_process(settings: Settings, *, child_of_server: bool = False) -> 
             daemon=True,
         ),
         threading.Thread(
-            target=Housekeeping(services.files).run_forever, args=(stop,), name="housekeeping", daemon=True
+            target=Housekeeping(
+                services.files, services.retention, interval_s=settings.housekeeping_interval_s
+            ).run_forever,
+            args=(stop,),
+            name="housekeeping",
+            daemon=True,
         ),
     ]
     for thread in threads:

@@ -118,10 +118,12 @@ class WebhookSender:
             row.worker_id = None
             if not error:
                 row.status = "delivered"
+                row.ended_at = utcnow()
                 row.last_error = ""
                 log.info("webhook %s for %s delivered", row.id, row.prediction_id)
             elif row.attempts >= self._settings.webhook_max_attempts:
                 row.status = "failed"
+                row.ended_at = utcnow()
                 row.last_error = error
                 log.warning("webhook %s for %s gave up: %s", row.id, row.prediction_id, error)
             else:
