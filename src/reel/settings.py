@@ -79,6 +79,19 @@ class Settings(BaseSettings):
     s3_multipart_threshold_bytes: int = Field(
         8 * 1024 * 1024, ge=1, description="Files at least this big go to S3 in parts (of at least 5 MiB)."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text, or one JSON object per line (with prediction_id, key_id and "
+        "model on lines about a prediction). Read from the environment by every process.",
+    )
+    metrics_token: str | None = Field(
+        None,
+        description="Bearer token that lets a non-loopback client read /metrics; unset: loopback only.",
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="`reel worker` serves its own /metrics on this port; unset: none."
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address `reel worker`'s metrics port listens on.")
 
     @cached_property
     def effective_database_url(self) -> str:

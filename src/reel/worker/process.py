@@ -20,6 +20,7 @@ from reel.logs import setup_logging
 from reel.settings import Settings
 from reel.wiring import build_services
 from reel.worker.housekeeping import Housekeeping
+from reel.worker.metrics_server import sample_gpu_memory_forever, start_metrics_server
 from reel.worker.presence import Presence
 from reel.worker.runner import Worker
 from reel.worker.webhooks import WebhookSender
@@ -89,11 +90,21 @@ def run_worker_process(settings: Settings, *, child_of_server: bool = False) -> 
             target=Housekeeping(services.files).run_forever, args=(stop,), name="housekeeping", daemon=True
         ),
     ]
+    threads.append(
+        threading.Thread(target=sample_gpu_memory_forever, args=(stop,), name="gpu-memory", daemon=True)
+    )
     for thread in threads:
         thread.start()
+    metrics_server = None
+    if settings.metrics_port is not None and not child_of_server:
+        metrics_server = start_metrics_server(
+            settings.metrics_host, settings.metrics_port, settings.metrics_token
+        )
     try:
         worker.run_forever()
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
         stop.set()
         for thread in threads:
             thread.join(timeout=5)
