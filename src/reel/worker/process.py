@@ -62,6 +62,12 @@ def run_worker_process(settings: Settings, *, child_of_server: bool = False) -> 
         _die_with_parent()
     services = build_services(settings, run_migrations=not child_of_server)
     backends = served_backends(settings)
+    # Before the worker announces itself: a port already taken stops it here, not half-started.
+    metrics_server = None
+    if settings.metrics_port is not None and not child_of_server:
+        metrics_server = start_metrics_server(
+            settings.metrics_host, settings.metrics_port, settings.metrics_token
+        )
     worker_id = make_worker_id()
     worker = Worker(services, backends, worker_id)
     presence = Presence(services.sessions, worker_id, backends)
@@ -95,11 +101,6 @@ def run_worker_process(settings: Settings, *, child_of_server: bool = False) -> 
     )
     for thread in threads:
         thread.start()
-    metrics_server = None
-    if settings.metrics_port is not None and not child_of_server:
-        metrics_server = start_metrics_server(
-            settings.metrics_host, settings.metrics_port, settings.metrics_token
-        )
     try:
         worker.run_forever()
     finally:
