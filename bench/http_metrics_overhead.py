@@ -7,6 +7,7 @@ and result polls (``GET /api/v3/predictions/{id}/result`` with a valid key), alt
 variants for ``--rounds`` rounds:
 
     .venv/bin/python bench/http_metrics_overhead.py --seconds 10 --rounds 2
+    .venv/bin/python bench/http_metrics_overhead.py --micro 200000   # the middleware alone
 """
 
 from __future__ import annotations
@@ -58,6 +59,42 @@ def serve(variant: str, port: int, data_dir: Path) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, log_level="warning")
 
 
+def micro(requests: int) -> None:
+    """The middleware's own time per request: a trivial ASGI app with and without it, in one
+    process, multiprocess mode on (each observation is written to an mmap'ed file)."""
+    import asyncio
+
+    from reel import metrics
+
+    metrics.use_multiprocess_dir(Path(tempfile.mkdtemp(prefix="reel-mw-micro-")))
+    from fastapi.routing import APIRoute
+
+    from reel.api.http_metrics import HttpMetricsMiddleware
+
+    route = APIRoute("/api/v3/predictions/{prediction_id}/result", lambda: None)
+
+    async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        scope["route"] = route  # as FastAPI's router sets it
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b""})  # type: ignore[operator]
+
+    async def sink(message: object) -> None:
+        pass
+
+    async def run(handler: object) -> float:
+        scope = {"type": "http", "method": "GET", "path": "/x"}
+        started = time.perf_counter()
+        for _ in range(requests):
+            await handler(dict(scope), None, sink)  # type: ignore[operator]
+        return (time.perf_counter() - started) / requests * 1e6
+
+    for _round in range(3):
+        bare = asyncio.run(run(app))
+        wrapped = asyncio.run(run(HttpMetricsMiddleware(app)))
+        extra = wrapped - bare
+        print(f"app alone {bare:5.2f} µs/request, with the middleware {wrapped:5.2f} µs: +{extra:.2f} µs")
+
+
 def wrk(url: str, seconds: int, key: str | None = None) -> tuple[float, str]:
     args = ["wrk", "-t2", "-c200", f"-d{seconds}s", "--latency", url]
     if key:
@@ -75,7 +112,11 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--micro", type=int, metavar="N", help="time N requests in-process instead")
     args = parser.parse_args()
+    if args.micro:
+        micro(args.micro)
+        return
     if args.serve:
         serve(args.serve, args.port, args.data_dir)
         return
