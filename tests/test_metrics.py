@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from support.cluster import WorkerProcess
 from support.faults import short_clip_registry
+from support.media import png_base64
 from support.predictions_api import MODEL, has_ended, is_generating, result, submit, wait_for
 from support.server import LiveServer, create_key, free_port
 
@@ -76,18 +79,46 @@ def _short_clips(workdir: Path) -> dict[str, str]:
     return {"REEL_MODELS_FILE": str(short_clip_registry(workdir / "models.toml", MODEL))}
 
 
+class _Receiver(BaseHTTPRequestHandler):
+    received: threading.Event
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(204)
+        self.end_headers()
+        self.received.set()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     workdir = tmp_path_factory.mktemp("metrics")
-    server = LiveServer(workdir / "data", env={"REEL_LOG_FORMAT": "json", **_short_clips(workdir)})
+    env = {"REEL_LOG_FORMAT": "json", "REEL_ALLOW_PRIVATE_URLS": "1", **_short_clips(workdir)}
+    server = LiveServer(workdir / "data", env=env)
     server.start("--sandbox")
+    # done2 has a webhook: the worker's lines about delivering it are about done2 too.
+    received = threading.Event()
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), type("Receiver", (_Receiver,), {"received": received}))
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
     try:
         run = Scenario(server, create_key(server.data_dir, "metrics"))
         url, key = server.url, run.key
-        for name in ("done1", "done2", "failed"):
+        for name in ("done1", "failed"):
             run.ids[name] = submit(url, key, PROMPTS[name])
+        reply = httpx.post(
+            f"{url}/api/v3/{MODEL}",
+            params={"webhook": f"http://127.0.0.1:{receiver.server_address[1]}/hook"},
+            json={"prompt": PROMPTS["done2"], "image": png_base64(), "aspect_ratio": "1:1"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        assert reply.status_code == 200, reply.text
+        run.ids["done2"] = reply.json()["data"]["id"]
         for name in ("done1", "done2", "failed"):
             wait_for(url, key, run.ids[name], has_ended)
+        assert received.wait(30), "the webhook never arrived"
         run.ids["running"] = submit(url, key, PROMPTS["running"])
         wait_for(url, key, run.ids["running"], is_generating)
         run.ids["waiting"] = submit(url, key, PROMPTS["waiting"])
@@ -106,6 +137,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         run.after = _scrape_until(url, lambda s: _ended(s) == {"completed": 2, "failed": 1, "cancelled": 2})
         yield run
     finally:
+        receiver.shutdown()
         server.stop()
 
 
@@ -230,7 +262,8 @@ def test_a_scale_out_worker_serves_its_own_metrics(tmp_path: Path) -> None:
     env = _short_clips(tmp_path)
     api = LiveServer(tmp_path / "data", env=env).start("--no-worker", "--sandbox")
     port = free_port()
-    worker = WorkerProcess(tmp_path / "data", {**env, "REEL_METRICS_PORT": str(port)}, 1).start()
+    worker_env = {**env, "REEL_METRICS_PORT": str(port), "REEL_LOG_FORMAT": "json"}
+    worker = WorkerProcess(tmp_path / "data", worker_env, 1).start()
     try:
         key = create_key(api.data_dir, "scale-out")
         prediction_id = submit(api.url, key, "a lighthouse")
@@ -247,6 +280,11 @@ def test_a_scale_out_worker_serves_its_own_metrics(tmp_path: Path) -> None:
         fleet = scrape(api.url)
         assert value(fleet, "reel_workers_alive", model=MODEL) == 1
         assert value(fleet, "reel_predictions_total", model=MODEL, status="completed") == 0
+        # `reel worker` logs JSON too, with the prediction on its lines about it.
+        lines = [json.loads(line) for line in worker.log().splitlines() if line.strip()]
+        about = [entry for entry in lines if entry.get("prediction_id") == prediction_id]
+        assert any("completed in" in entry["message"] for entry in about)
+        assert all(entry["key_id"] == key.split("_")[1] and entry["model"] == MODEL for entry in about)
     finally:
         worker.stop()
         api.stop()
