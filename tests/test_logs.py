@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from reel.logs import JsonFormatter, add_prediction_fields, prediction_context, setup_logging
+from reel.logs import JsonFormatter, prediction_context, setup_logging
 
 
 def _record(message: str, *args: object, exc_info: object = None) -> logging.LogRecord:
@@ -33,8 +33,7 @@ def test_a_line_outside_any_prediction_has_the_base_fields_only() -> None:
 
 
 def test_lines_inside_a_prediction_context_carry_its_fields() -> None:
-    with prediction_context("p1", model="runwayml/gen4-turbo"):
-        add_prediction_fields(key_id="k1")  # the worker learns the key after claiming
+    with prediction_context("p1", key_id="k1", model="runwayml/gen4-turbo"):
         entry = json.loads(JsonFormatter().format(_record("generating")))
     assert (entry["prediction_id"], entry["key_id"], entry["model"]) == ("p1", "k1", "runwayml/gen4-turbo")
     assert "prediction_id" not in json.loads(JsonFormatter().format(_record("after")))

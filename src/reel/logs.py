@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 
@@ -39,18 +39,6 @@ def prediction_context(
         yield
     finally:
         _current.reset(token)
-
-
-def add_prediction_fields(*, key_id: str | None = None, model: str | None = None) -> None:
-    """Fill in what was not known when the current prediction context began (the worker learns
-    the key from the row it claimed)."""
-    fields = _current.get()
-    if fields is not None:
-        _current.set(replace(fields, key_id=key_id or fields.key_id, model=model or fields.model))
-
-
-def current_prediction() -> PredictionFields | None:
-    return _current.get()
 
 
 class JsonFormatter(logging.Formatter):
