@@ -68,15 +68,21 @@ def serve(
     ] = None,
 ) -> None:
     """Run the HTTP API, with a supervised worker process unless --no-worker."""
-    import uvicorn
-
-    from reel.api.app import create_app
+    from reel import metrics
     from reel.logs import setup_logging
-    from reel.supervisor import WorkerSupervisor
-    from reel.wiring import build_services
 
     setup_logging()
     settings = _settings(host=host, port=port, data_dir=data_dir, public_url=public_url, sandbox=sandbox)
+    # Before the app and the worker exist: both (the worker inherits the environment) keep their
+    # metrics in files there, which /metrics adds up.
+    metrics.use_multiprocess_dir(metrics.serve_dir(settings.data_dir))
+
+    import uvicorn
+
+    from reel.api.app import create_app
+    from reel.supervisor import WorkerSupervisor
+    from reel.wiring import build_services
+
     services = build_services(settings)
     log.info("data in %s; database %s", settings.data_dir.resolve(), services.engine.url.render_as_string())
     log.info("public URL %s", settings.public_base)
@@ -109,6 +115,14 @@ def worker(
             show_default=False,
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve this worker's Prometheus metrics on this port. [env: REEL_METRICS_PORT]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a worker that generates predictions (stop with SIGTERM: it hands back its job)."""
     if gpu is not None:  # before anything imports torch, which reads it once
@@ -118,7 +132,7 @@ def worker(
     from reel.worker.process import requested_models, run_worker_process
 
     setup_logging()
-    settings = _settings(data_dir=data_dir, sandbox=sandbox, worker_models=models)
+    settings = _settings(data_dir=data_dir, sandbox=sandbox, worker_models=models, metrics_port=metrics_port)
     unknown = [model for model in requested_models(settings) if model not in MODELS]
     if unknown:
         err.print(f"[red]--models: not in the model registry: {', '.join(unknown)}[/]")

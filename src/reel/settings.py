@@ -114,6 +114,19 @@ class Settings(BaseSettings):
     housekeeping_interval_s: float = Field(
         600.0, gt=0, description="How often each worker sweeps expired uploads and predictions."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text, or one JSON object per line (with prediction_id, key_id and "
+        "model on lines about a prediction). Read from the environment by every process.",
+    )
+    metrics_token: str | None = Field(
+        None,
+        description="Bearer token that lets a non-loopback client read /metrics; unset: loopback only.",
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="`reel worker` serves its own /metrics on this port; unset: none."
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address `reel worker`'s metrics port listens on.")
 
     @cached_property
     def effective_database_url(self) -> str:

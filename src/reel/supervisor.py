@@ -14,6 +14,7 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from reel import metrics
 from reel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class WorkerSupervisor:
             self._process.join(timeout=0.5)
             if self._stop.is_set() or self._process.is_alive():
                 continue
+            metrics.forget_process(self._process.pid or 0)
             ran_s = time.monotonic() - self._started_at
             if ran_s >= self._healthy_after_s:
                 delay = self._first_delay_s
@@ -107,3 +109,4 @@ class WorkerSupervisor:
         if process.is_alive():
             process.kill()
             process.join()
+        metrics.forget_process(process.pid or 0)

@@ -13,7 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from reel import __version__
 from reel.api.body_limit import BodyLimitMiddleware
 from reel.api.errors import install_error_handlers
+from reel.api.http_metrics import HttpMetricsMiddleware
 from reel.api.routes import media, predictions, runway, runway_organization, system, web
+from reel.predictions.fleet_metrics import MetricsService
 from reel.wiring import Services
 
 # JSON envelopes with a base64 image are bigger than the image itself (4/3) plus fields.
@@ -59,6 +61,9 @@ def create_app(services: Services, *, companion: Companion | None = None) -> Fas
         BodyLimitMiddleware,
         max_bytes=max(settings.max_body_bytes, int(settings.max_upload_bytes * JSON_OVERHEAD) + 65536),
     )
+    # Added last, so outermost: the time it records includes the body limit's work.
+    app.add_middleware(HttpMetricsMiddleware)
+    app.state.metrics = MetricsService(services.sessions)
     app.include_router(system.router)
     app.include_router(media.router)
     app.include_router(predictions.router)

@@ -27,12 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, event, select, update
+from sqlalchemy.orm import Session, SessionTransaction, object_session
 
+from reel import metrics
 from reel.lifecycle.clock import utcnow
 from reel.lifecycle.failures import FailureCode
 from reel.lifecycle.states import Status
+from reel.logs import prediction_context
 from reel.store.tables import ApiKey, Prediction, StoredFile
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ class Claim:
     cancelled: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
     """Set by the dispatcher the moment it learns the prediction was cancelled (procrastinate's
     abort notification); the worker's cancel check reads it at the backend's next step."""
+    key_id: str | None = None
+    """The key that submitted it, for the worker's log context."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,43 @@ def held_by(claim: Claim) -> ColumnElement[bool]:
     )
 
 
+# --- metrics, counted once the transition is committed -------------------------------------
+
+_PENDING = "reel_metrics_pending"
+
+
+def _when_committed(session: Session, observe: Callable[[], None]) -> None:
+    """Run ``observe`` (a metric update) if and when ``session``'s transaction commits: a
+    transition rolled back, or retried after the commit failed, is not counted."""
+    session.info.setdefault(_PENDING, []).append(observe)
+
+
+@event.listens_for(Session, "after_commit")
+def _observe_committed(session: Session) -> None:
+    for observe in session.info.pop(_PENDING, ()):
+        observe()
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_uncommitted(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost one: rolled back or closed (commit ran first)
+        session.info.pop(_PENDING, None)
+
+
+def _count_end(session: Session, row: Prediction, *, ran: bool) -> None:
+    """``row`` has just ended; ``ran``: a worker ran it to this end (so its run time counts)."""
+    model, status = row.model, row.status
+    ended, started = row.finished_at, row.started_at
+    seconds = (ended - started).total_seconds() if ran and ended and started else None
+
+    def observe() -> None:
+        metrics.PREDICTIONS_ENDED.labels(model, status).inc()
+        if seconds is not None:
+            metrics.PREDICTION_DURATION.labels(model).observe(max(0.0, seconds))
+
+    _when_committed(session, observe)
+
+
 # --- the dispatchers' transitions ---------------------------------------------------------
 
 
@@ -87,14 +128,19 @@ def start(
     """created (or processing under a worker whose lease ran out) → processing under
     ``worker_id``. The caller holds the row locked; ``lease_expires_at`` may be an SQL
     expression (the database's clock)."""
+    prediction_id, model, key_id, attempt = row.id, row.model, row.key_id, row.attempts + 1
+    now = utcnow()
     if row.status == Status.PROCESSING:
-        log.warning(
-            "prediction %s: worker %s stopped heartbeating; restarting it (attempt %d)",
-            row.id,
-            row.worker_id,
-            row.attempts + 1,
-        )
-    prediction_id, model, attempt, now = row.id, row.model, row.attempts + 1, utcnow()
+        with prediction_context(prediction_id, key_id=key_id, model=model):
+            log.warning(
+                "prediction %s: worker %s stopped heartbeating; restarting it (attempt %d)",
+                row.id,
+                row.worker_id,
+                attempt,
+            )
+    else:
+        waited = (now - row.created_at).total_seconds()
+        _when_committed(session, lambda: metrics.QUEUE_WAIT.labels(model).observe(max(0.0, waited)))
     values: dict[str, Any] = {
         "status": Status.PROCESSING,
         "worker_id": worker_id,
@@ -104,7 +150,7 @@ def start(
         "started_at": now,
     }
     # Whose turn it is next between keys (reel.dispatch.fair).
-    session.execute(update(ApiKey).where(ApiKey.id == row.key_id).values(last_started_at=now))
+    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_started_at=now))
     if job_id is not None:
         values["job_id"] = job_id
     session.execute(
@@ -114,7 +160,7 @@ def start(
         .execution_options(synchronize_session=False)
     )
     session.expire(row)  # the loaded row is stale now
-    return Claim(prediction_id, model, worker_id, attempt, job_id=job_id)
+    return Claim(prediction_id, model, worker_id, attempt, job_id=job_id, key_id=key_id)
 
 
 def extend_lease(session: Session, claim: Claim, lease_expires_at: Any, progress: float | None) -> bool:
@@ -158,7 +204,9 @@ def give_up(session: Session, row: Prediction, on_ended: EndedHook | None) -> No
     row.failure_code = FailureCode.INTERNAL
     row.finished_at = utcnow()
     row.lease_expires_at = None
-    log.error("prediction %s failed: %s", row.id, row.error)
+    with prediction_context(row.id, key_id=row.key_id, model=row.model):
+        log.error("prediction %s failed: %s", row.id, row.error)
+    _count_end(session, row, ran=False)
     if on_ended is not None:
         on_ended(session, row)
     session.flush()
@@ -207,6 +255,7 @@ def complete(
     row.inference_ms = inference_ms
     row.finished_at = utcnow()
     row.lease_expires_at = None
+    _count_end(session, row, ran=True)
     on_ended(session, row)
     return True
 
@@ -222,6 +271,7 @@ def fail(session: Session, claim: Claim, reason: str, code: FailureCode, *, on_e
     row.failure_code = code
     row.finished_at = utcnow()
     row.lease_expires_at = None
+    _count_end(session, row, ran=True)
     on_ended(session, row)
     return True
 
@@ -236,3 +286,6 @@ def cancel(row: Prediction) -> None:
     row.error = "cancelled by request"
     row.finished_at = utcnow()
     row.lease_expires_at = None
+    session = object_session(row)
+    if session is not None:
+        _count_end(session, row, ran=False)

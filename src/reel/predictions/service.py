@@ -22,6 +22,7 @@ from reel.errors import Conflict, InvalidInput, NotFound, RateLimited, StorageUn
 from reel.lifecycle import transitions
 from reel.lifecycle.clock import new_prediction_id, utcnow
 from reel.lifecycle.states import ACTIVE, TERMINAL, Status
+from reel.logs import prediction_context
 from reel.media.fetch import BlockedAddress, FetchError, validate_public_url
 from reel.media.images import RENDER_SIZES, closest_aspect_ratio
 from reel.predictions.disk_space import ALWAYS_ROOM, FreeSpaceGuard
@@ -196,9 +197,10 @@ class PredictionService:
             # input stored for a prediction that does not exist must not stay behind.
             self._delete_blob(input_blob, "a failed submit")
             raise
-        log.info(
-            "prediction %s created: model=%s %s %dx%d", prediction_id, model, aspect_ratio, width, height
-        )
+        with prediction_context(prediction_id, key_id=owner.key_id, model=model):
+            log.info(
+                "prediction %s created: model=%s %s %dx%d", prediction_id, model, aspect_ratio, width, height
+            )
         return Submission(prediction=row, sync=parsed.enable_sync_mode)
 
     def _delete_blob(self, key: str, why: str) -> None:
@@ -278,15 +280,18 @@ class PredictionService:
         # After the commit, not inside it: aborting takes the queue job's lock, and a worker
         # fetching that job locks the job before the row (see reel.dispatch.procrastinate).
         self._dispatcher.cancelled([prediction_id])
-        log.info("prediction %s cancelled", prediction_id)
+        with prediction_context(prediction_id, key_id=owner.key_id, model=row.model):
+            log.info("prediction %s cancelled", prediction_id)
         return row
 
     def delete(self, owner: Principal, ids: list[str]) -> int:
         """Delete predictions (cancelling active ones) and their files; returns how many."""
         blob_keys: list[str] = []
+        was: dict[str, tuple[str, str]] = {}
         with self._sessions.begin() as session:
             rows = session.scalars(self._owned(owner).where(Prediction.id.in_(ids)).with_for_update()).all()
             for row in rows:
+                was[row.id] = (row.model, row.status)
                 if row.status in ACTIVE:
                     transitions.cancel(row)
                 row.deleted_at = utcnow()
@@ -297,6 +302,9 @@ class PredictionService:
                 session.execute(delete(StoredFile).where(StoredFile.prediction_id.in_(found)))
         if found:
             self._dispatcher.cancelled(found)
+        for prediction_id, (model, status) in was.items():
+            with prediction_context(prediction_id, key_id=owner.key_id, model=model):
+                log.info("prediction %s deleted (it was %s)", prediction_id, status)
         for key in blob_keys:
             self._delete_blob(key, "a deleted prediction")
         return len(rows)

@@ -20,6 +20,7 @@ from reel.logs import setup_logging
 from reel.settings import Settings
 from reel.wiring import build_services
 from reel.worker.housekeeping import Housekeeping
+from reel.worker.metrics_server import sample_gpu_memory_forever, start_metrics_server
 from reel.worker.presence import Presence
 from reel.worker.runner import Worker
 from reel.worker.webhooks import WebhookSender
@@ -61,6 +62,12 @@ def run_worker_process(settings: Settings, *, child_of_server: bool = False) -> 
         _die_with_parent()
     services = build_services(settings, run_migrations=not child_of_server)
     backends = served_backends(settings)
+    # Before the worker announces itself: a port already taken stops it here, not half-started.
+    metrics_server = None
+    if settings.metrics_port is not None and not child_of_server:
+        metrics_server = start_metrics_server(
+            settings.metrics_host, settings.metrics_port, settings.metrics_token
+        )
     worker_id = make_worker_id()
     worker = Worker(services, backends, worker_id)
     presence = Presence(services.sessions, worker_id, backends)
@@ -94,11 +101,16 @@ def run_worker_process(settings: Settings, *, child_of_server: bool = False) -> 
             daemon=True,
         ),
     ]
+    threads.append(
+        threading.Thread(target=sample_gpu_memory_forever, args=(stop,), name="gpu-memory", daemon=True)
+    )
     for thread in threads:
         thread.start()
     try:
         worker.run_forever()
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
         stop.set()
         for thread in threads:
             thread.join(timeout=5)

@@ -20,6 +20,7 @@ prediction the worker cannot start is handed back.
 
 from __future__ import annotations
 
+import contextvars
 import io
 import logging
 import threading
@@ -41,6 +42,7 @@ from reel.lifecycle.clock import new_file_id
 from reel.lifecycle.failures import FailureCode
 from reel.lifecycle.states import Status
 from reel.lifecycle.transitions import Claim, OutputFile
+from reel.logs import prediction_context
 from reel.media.safety import NsfwClassifier
 from reel.media.video import H264Writer
 from reel.predictions.views import OUTPUT_FILENAME
@@ -168,8 +170,15 @@ class Worker:
         claim = self._dispatcher.claim(self.worker_id, list(self._backends))
         if claim is None:
             return False
+        with prediction_context(claim.prediction_id, key_id=claim.key_id, model=claim.model):
+            return self._run_claimed(claim)
+
+    def _run_claimed(self, claim: Claim) -> bool:
         running = _Running(claim)
-        beat = threading.Thread(target=self._heartbeat, args=(running,), daemon=True)
+        # The heartbeat logs about this prediction too: it runs in a copy of this log context.
+        beat = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._heartbeat, running), daemon=True
+        )
         beat.start()
         scratch = self._blobs.scratch_dir() / f"{claim.prediction_id}-{claim.attempt}.mp4"
         try:

@@ -10,16 +10,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager
 from datetime import timedelta
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from reel.lifecycle.clock import utcnow
+from reel.logs import prediction_context
 from reel.media.fetch import FetchError, post_safely
 from reel.predictions.webhooks import sign
 from reel.settings import Settings
-from reel.store.tables import WebhookDelivery
+from reel.store.tables import Prediction, WebhookDelivery
 from reel.worker.periodic import UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,8 @@ class WebhookSender:
         """Attempt every delivery that is due now; returns how many were attempted."""
         count = 0
         while (delivery := self._claim()) is not None:
-            self._attempt(delivery)
+            with self._about(delivery):
+                self._attempt(delivery)
             count += 1
         return count
 
@@ -86,6 +89,18 @@ class WebhookSender:
             row.lease_expires_at = now + timedelta(seconds=self._settings.webhook_timeout_s * 3)
             session.expunge(row)
             return row
+
+    def _about(self, delivery: WebhookDelivery) -> AbstractContextManager[None]:
+        """The log context of the delivery's prediction (its key and model, for JSON logs)."""
+        try:
+            with self._sessions() as session:
+                found = session.execute(
+                    select(Prediction.key_id, Prediction.model).where(Prediction.id == delivery.prediction_id)
+                ).first()
+        except UNAVAILABLE:
+            found = None  # the attempt goes ahead; its lines lack the key and the model
+        key_id, model = (found[0], found[1]) if found else (None, None)
+        return prediction_context(delivery.prediction_id, key_id=key_id, model=model)
 
     def _attempt(self, delivery: WebhookDelivery) -> None:
         timestamp = int(time.time())

@@ -4,10 +4,11 @@ from ``reel.predictions.readiness``, which keeps internals (hosts, paths) out of
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from reel.api.deps import ReadinessDep
-from reel.api.envelope import success
+from reel.api.envelope import failure, success
+from reel.predictions.fleet_metrics import CONTENT_TYPE, MetricsService, may_scrape
 
 router = APIRouter(tags=["system"])
 
@@ -43,3 +44,16 @@ def models(readiness: ReadinessDep) -> JSONResponse:
             for model in readiness.models()
         ]
     )
+
+
+REFUSED = "metrics are served to loopback clients and to requests bearing REEL_METRICS_TOKEN"
+
+
+@router.get("/metrics", summary="Prometheus metrics (loopback clients, or Bearer REEL_METRICS_TOKEN)")
+def prometheus_metrics(request: Request) -> Response:
+    token = request.app.state.services.settings.metrics_token
+    client = request.client.host if request.client else None
+    if not may_scrape(client, request.headers.get("authorization", ""), token):
+        return failure(403, REFUSED)
+    service: MetricsService = request.app.state.metrics
+    return Response(service.render(), media_type=CONTENT_TYPE)

@@ -35,6 +35,7 @@ from reel.errors import DatabaseUnavailable
 from reel.lifecycle import transitions
 from reel.lifecycle.states import TERMINAL, Status
 from reel.lifecycle.transitions import Claim, EndedHook
+from reel.logs import prediction_context
 from reel.store.tables import Prediction
 
 log = logging.getLogger(__name__)
@@ -301,7 +302,9 @@ class ProcrastinateDispatcher:
         with self._lock:
             held = self._held.get(job_id)
         if held is not None:
-            log.info("prediction %s: abort requested; stopping at its next step", held.claim.prediction_id)
+            claim = held.claim
+            with prediction_context(claim.prediction_id, key_id=claim.key_id, model=claim.model):
+                log.info("prediction %s: abort requested; stopping at its next step", claim.prediction_id)
             held.claim.cancelled.set()
 
     def _holding(self, claim: Claim) -> _Held | None:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reel.dispatch.procrastinate.queries import TASK_NAME, defer, prediction_of, retry_now, run
 from reel.lifecycle.states import TERMINAL
+from reel.logs import prediction_context
 from reel.store.tables import Prediction
 
 log = logging.getLogger(__name__)
@@ -109,21 +110,22 @@ class StalledJobSweeper:
                 run(conn, "finish_job", job_id=job_id, status="aborted", delete_job=True)
                 continue
             retry_now(conn, job_id, str(job["queue_name"]))
-            log.warning(
-                "prediction %s: its worker (%s, queue worker #%s) has been silent for over %.1f s; "
-                "its job is queued again",
-                row.id,
-                row.worker_id,
-                job["worker_id"],
-                self._lease_s,
-            )
+            with prediction_context(row.id, key_id=row.key_id, model=row.model):
+                log.warning(
+                    "prediction %s: its worker (%s, queue worker #%s) has been silent for over %.1f s; "
+                    "its job is queued again",
+                    row.id,
+                    row.worker_id,
+                    job["worker_id"],
+                    self._lease_s,
+                )
 
     def _requeue_orphans(self, session: Session) -> None:
         """Queue waiting predictions that have no live job: created while dispatch was
         ``table``, or whose job an operator removed by hand. Nothing accepted is lost."""
         orphans = session.execute(
             text(
-                "SELECT p.id, p.model FROM predictions p "
+                "SELECT p.id, p.model, p.key_id FROM predictions p "
                 "WHERE p.status IN ('created', 'processing') AND p.deleted_at IS NULL "
                 "AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j "
                 "WHERE j.id = p.job_id AND j.status IN ('todo', 'doing')) "
@@ -131,10 +133,11 @@ class StalledJobSweeper:
             ),
             {"limit": ORPHANS_PER_SWEEP},
         ).all()
-        for prediction_id, model in orphans:
+        for prediction_id, model, key_id in orphans:
             try:
                 with session.begin_nested():
                     defer(session, prediction_id, model)
             except IntegrityError:
                 continue  # a waiting job appeared meanwhile (its queueing lock)
-            log.warning("prediction %s had no job in the queue; queued it", prediction_id)
+            with prediction_context(prediction_id, key_id=key_id, model=model):
+                log.warning("prediction %s had no job in the queue; queued it", prediction_id)
