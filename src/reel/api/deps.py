@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from reel.predictions.keys import Principal
 from reel.predictions.readiness import ReadinessService
@@ -44,7 +45,15 @@ ViewsDep = Annotated[PredictionViews, Depends(get_views)]
 """Rendering may read whole blobs: from async code, call it in a worker thread."""
 
 
-def current_key(request: Request, services: ServicesDep) -> Principal:
+BEARER = HTTPBearer(auto_error=False, scheme_name="apiKey", description="an API key from `reel keys create`")
+"""Declares the key in /openapi.json; the header is read below, so a 401 keeps the dialect's shape."""
+
+
+def current_key(
+    request: Request,
+    services: ServicesDep,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
+) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     presented = token.strip() if scheme.lower() == "bearer" else None
