@@ -80,11 +80,14 @@ def json_body(
     *,
     required: bool = True,
     example: Any = None,
+    examples: dict[str, Any] | None = None,
     content_type: str = "application/json",
 ) -> dict[str, Any]:
     """``openapi_extra`` declaring ``model`` as the request body of a route that parses it itself."""
     register_body(model)
-    return named_json_body(model.__name__, required=required, example=example, content_type=content_type)
+    return named_json_body(
+        model.__name__, required=required, example=example, examples=examples, content_type=content_type
+    )
 
 
 def register_body(model: type[BaseModel]) -> None:
@@ -93,12 +96,19 @@ def register_body(model: type[BaseModel]) -> None:
 
 
 def named_json_body(
-    name: str, *, required: bool = True, example: Any = None, content_type: str = "application/json"
+    name: str,
+    *,
+    required: bool = True,
+    example: Any = None,
+    examples: dict[str, Any] | None = None,
+    content_type: str = "application/json",
 ) -> dict[str, Any]:
     """:func:`json_body` for a model registered later (:func:`register_body`) under ``name``."""
     media: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{name}"}}
     if example is not None:
         media["example"] = example
+    if examples is not None:
+        media["examples"] = examples
     return {"requestBody": {"required": required, "content": {content_type: media}}}
 
 
@@ -130,3 +140,18 @@ def finish(app: FastAPI) -> dict[str, Any]:
         schemas.pop(unused, None)
     app.openapi_schema = document
     return document
+
+
+def links(
+    status: int, id_pointer: str, targets: dict[str, tuple[str, str]]
+) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entry linking an answer's id to the operations that take it (what a
+    client, or a stateful contract test, does next): ``{link: (operation_id, parameter)}``."""
+    return {
+        status: {
+            "links": {
+                name: {"operationId": operation, "parameters": {parameter: f"$response.body#{id_pointer}"}}
+                for name, (operation, parameter) in targets.items()
+            }
+        }
+    }

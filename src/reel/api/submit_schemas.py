@@ -13,6 +13,7 @@ A model that takes no ``image`` (text-to-video) needs only ``IMAGE`` left out of
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
@@ -29,6 +30,11 @@ IMAGE_DESCRIPTION = (
     "the first frame: an http(s) URL, a download_url from an upload made with the same key, "
     "a data:image/...;base64, URI or bare base64 (JPEG, PNG or WebP, shorter side at least 64 px)"
 )
+
+
+def one_of(values: Iterable[object]) -> Any:
+    """``Literal[values...]``, built at run time from the registry (an enum in the schema)."""
+    return Literal.__getitem__(tuple(values))
 
 
 class SubmitBody(BaseModel):
@@ -63,7 +69,7 @@ def _image_field() -> Any:
 
 
 def _fields(spec: ModelSpec, *, image: bool) -> dict[str, Any]:
-    ratios = Literal[tuple(OUTPUT_SIZES)]  # type: ignore[valid-type]
+    ratios = one_of(OUTPUT_SIZES)
     fields: dict[str, Any] = {"prompt": _prompt_field()}
     if image:
         fields["image"] = _image_field()
@@ -72,7 +78,7 @@ def _fields(spec: ModelSpec, *, image: bool) -> dict[str, Any]:
         Field(default=None, description="the output's ratio; default: the one closest to the image"),
     )
     if "duration" in spec.params:
-        durations = Literal[spec.durations]  # type: ignore[valid-type]
+        durations = one_of(spec.durations)
         fields["duration"] = (
             durations | None,
             Field(default=spec.default_duration, description="seconds of video"),
@@ -109,7 +115,7 @@ def schema_name(model_id: str) -> str:
 
 def submit_model(spec: ModelSpec, *, image: bool = True) -> type[BaseModel]:
     """The input schema of ``POST /api/v3/{spec.id}``."""
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    model: type[BaseModel] = create_model(
         schema_name(spec.id),
         __base__=SubmitBody,
         __doc__=f"Input of {spec.id}: {spec.title}.",
@@ -118,17 +124,37 @@ def submit_model(spec: ModelSpec, *, image: bool = True) -> type[BaseModel]:
     return model
 
 
-def submit_example(spec: ModelSpec) -> dict[str, Any]:
-    example: dict[str, Any] = {
-        "prompt": "a slow push-in",
-        "image": "https://example.com/cat.jpg",
-        "aspect_ratio": "16:9",
-    }
+# A 96×64 PNG (one flat colour): a complete request that works on any server, even offline.
+SMALL_PNG_BASE64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAGAAAABACAIAAABqVuVZAAAAaklEQVR42u3QMQEAMAgAoLlwZjKisUzg7wERiKx+7L4CQYIECRIkSJ"
+    "AgBAkSJEiQIEGCECRIkCBBggQJQpAgQYIECRIkSBCCBAkSJEiQIEEIEiRIkCBBggQhSJAgQYIECRIkCEGCBAm6ZwBtsgIGtGfgHwAA"
+    "AABJRU5ErkJggg=="
+)
+SMALL_PNG_DATA_URI = "data:image/png;base64," + SMALL_PNG_BASE64
+
+
+def submit_examples(spec: ModelSpec) -> dict[str, Any]:
+    """Named examples of ``POST /api/v3/{spec.id}``: an image URL, and inline data."""
+    extra: dict[str, Any] = {}
     if "duration" in spec.params:
-        example["duration"] = spec.default_duration
+        extra["duration"] = spec.default_duration
     if "seed" in spec.params:
-        example["seed"] = 7
-    return example
+        extra["seed"] = 7
+    return {
+        "image_url": {
+            "summary": "An image URL",
+            "value": {
+                "prompt": "a slow push-in",
+                "image": "https://example.com/cat.jpg",
+                "aspect_ratio": "16:9",
+                **extra,
+            },
+        },
+        "inline_image": {
+            "summary": "An inline image (data URI or bare base64), the ratio closest to it",
+            "value": {"prompt": "a slow push-in", "image": SMALL_PNG_DATA_URI, **extra},
+        },
+    }
 
 
 # --- Runway's POST /v1/image_to_video ------------------------------------------------------------
@@ -153,11 +179,11 @@ def runway_create_model(models: list[ModelSpec]) -> type[BaseModel]:
     for spec in models:
         runway_range = RUNWAY_DURATIONS.get(spec.id)
         allowed.update(runway_range[0] if runway_range else spec.durations)
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    model: type[BaseModel] = create_model(
         RUNWAY_CREATE_SCHEMA,
         __config__=ConfigDict(extra="allow"),
         __doc__="Start a task: a video from an image.",
-        model=(Literal[tuple(names)], Field(description="gen4_turbo, or a Reel model id")),  # type: ignore[valid-type]
+        model=(one_of(names), Field(description="gen4_turbo, or a Reel model id")),
         promptImage=(
             Annotated[str, StringConstraints(min_length=1, pattern=NOT_BLANK)]
             | Annotated[list[PromptImagePosition], Field(min_length=1, max_length=1)],
@@ -166,7 +192,7 @@ def runway_create_model(models: list[ModelSpec]) -> type[BaseModel]:
                 "or [{uri, position: 'first'}]",
             ),
         ),
-        ratio=(Literal[tuple(RATIOS)], Field(description="the output size in pixels")),  # type: ignore[valid-type]
+        ratio=(one_of(RATIOS), Field(description="the output size in pixels")),
         promptText=(
             str | None,
             Field(
@@ -178,7 +204,7 @@ def runway_create_model(models: list[ModelSpec]) -> type[BaseModel]:
             ),
         ),
         duration=(
-            Literal[tuple(sorted(allowed))] | None,  # type: ignore[valid-type]
+            one_of(sorted(allowed)) | None,
             Field(
                 default=None,
                 description="seconds: 2 to 10 for gen4_turbo (default 10); other models their own",
@@ -189,10 +215,25 @@ def runway_create_model(models: list[ModelSpec]) -> type[BaseModel]:
     return model
 
 
-RUNWAY_CREATE_EXAMPLE = {
-    "model": "gen4_turbo",
-    "promptImage": "https://example.com/cat.jpg",
-    "ratio": "1280:720",
-    "promptText": "a slow push-in",
-    "duration": 5,
+RUNWAY_CREATE_EXAMPLES = {
+    "image_url": {
+        "summary": "An image URL",
+        "value": {
+            "model": "gen4_turbo",
+            "promptImage": "https://example.com/cat.jpg",
+            "ratio": "1280:720",
+            "promptText": "a slow push-in",
+            "duration": 5,
+        },
+    },
+    "inline_image": {
+        "summary": "A data URI at position 'first'",
+        "value": {
+            "model": "gen4_turbo",
+            "promptImage": [{"uri": SMALL_PNG_DATA_URI, "position": "first"}],
+            "ratio": "960:960",
+            "duration": 2,
+            "seed": 7,
+        },
+    },
 }

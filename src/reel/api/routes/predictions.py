@@ -18,9 +18,9 @@ from reel.api.deps import CurrentKey, ServicesDep, ViewsDep
 from reel.api.envelope import success
 from reel.api.json_body import parse_as, read_json
 from reel.api.method_not_allowed import no_route
-from reel.api.openapi import errors, json_body
+from reel.api.openapi import errors, json_body, links
 from reel.api.schemas import Deleted, DeletedCount, Envelope, HistoryPage, Prediction, WebhookSecret, wire
-from reel.api.submit_schemas import submit_example, submit_model
+from reel.api.submit_schemas import submit_examples, submit_model
 from reel.catalog.registry import ModelSpec
 from reel.lifecycle.states import TERMINAL, Status
 from reel.predictions.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -115,13 +115,14 @@ async def delete_many(request: Request, key: CurrentKey, services: ServicesDep) 
     summary="A prediction's current state",
     response_model=Envelope[Prediction],
     responses=errors("v3", 401, 404, 413, 503),
+    operation_id="get_prediction_result",
 )
 @router.get(
     "/predictions/{prediction_id}",
     summary="A prediction's current state (alias)",
     response_model=Envelope[Prediction],
     responses=errors("v3", 401, 404, 413, 503),
-    operation_id="prediction_alias",
+    operation_id="get_prediction",
 )
 def result(prediction_id: str, key: CurrentKey, services: ServicesDep, views: ViewsDep) -> JSONResponse:
     """A failed prediction is still a 200, with ``status: "failed"`` and its ``error``. A 413
@@ -135,6 +136,7 @@ def result(prediction_id: str, key: CurrentKey, services: ServicesDep, views: Vi
     summary="Cancel a waiting or running prediction",
     response_model=Envelope[Prediction],
     responses=errors("v3", 401, 404, 409, 413, 503),
+    operation_id="cancel_prediction",
 )
 def cancel(prediction_id: str, key: CurrentKey, services: ServicesDep, views: ViewsDep) -> JSONResponse:
     return success(wire(Prediction, views.one(services.predictions.cancel(key, prediction_id))))
@@ -145,6 +147,7 @@ def cancel(prediction_id: str, key: CurrentKey, services: ServicesDep, views: Vi
     summary="Delete a prediction (cancels it if running)",
     response_model=Envelope[Deleted],
     responses=ID_ERRORS,
+    operation_id="delete_prediction",
 )
 def delete_one(prediction_id: str, key: CurrentKey, services: ServicesDep) -> JSONResponse:
     services.predictions.get(key, prediction_id)  # 404 for unknown or foreign ids
@@ -162,7 +165,18 @@ def webhook_secret(key: CurrentKey) -> JSONResponse:
     return success(wire(WebhookSecret, {"secret": key.webhook_secret}))
 
 
-SUBMIT_ERRORS = errors("v3", 400, 401, 413, 422, 429, 503)
+SUBMIT_RESPONSES = {
+    **errors("v3", 400, 401, 413, 422, 429, 503),
+    **links(
+        200,
+        "/data/id",
+        {
+            "result": ("get_prediction_result", "prediction_id"),
+            "cancel": ("cancel_prediction", "prediction_id"),
+            "delete": ("delete_prediction", "prediction_id"),
+        },
+    ),
+}
 
 
 def model_router(models: Iterable[ModelSpec]) -> APIRouter:
@@ -180,8 +194,8 @@ def model_router(models: Iterable[ModelSpec]) -> APIRouter:
             "(still `processing`) when the server's wait limit passes first.",
             operation_id="submit_" + spec.id.replace("/", "_").replace("-", "_").replace(".", "_"),
             response_model=Envelope[Prediction],
-            responses=SUBMIT_ERRORS,
-            openapi_extra=json_body(submit_model(spec), example=submit_example(spec)),
+            responses=SUBMIT_RESPONSES,
+            openapi_extra=json_body(submit_model(spec), examples=submit_examples(spec)),
         )
     return models_router
 

@@ -26,10 +26,10 @@ from starlette.concurrency import run_in_threadpool
 from reel.api.deps import CurrentKey, ServicesDep
 from reel.api.json_body import parse_as, read_json
 from reel.api.multipart_body import read_file_part
-from reel.api.openapi import errors, json_body, named_json_body
+from reel.api.openapi import errors, json_body, links, named_json_body
 from reel.api.runway_view import RUNWAY_VERSION, created_task, prediction_id, task_object
 from reel.api.schemas import CreatedTask, RunwayUploadTicket, Task, wire
-from reel.api.submit_schemas import RUNWAY_CREATE_EXAMPLE, RUNWAY_CREATE_SCHEMA
+from reel.api.submit_schemas import RUNWAY_CREATE_EXAMPLES, RUNWAY_CREATE_SCHEMA
 from reel.errors import Conflict, InvalidInput, NotFound, TooLarge
 from reel.lifecycle.states import ACTIVE
 from reel.predictions.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -52,7 +52,7 @@ def require_runway_version(
             description="the API version; this server speaks only 2024-11-06",
             json_schema_extra={"enum": [RUNWAY_VERSION]},
         ),
-] = None,
+    ] = None,
 ) -> None:
     # Read by hand (the parameter only declares it): a missing or other version is a 400
     # naming the header, in Runway's error shape.
@@ -73,9 +73,14 @@ upload_router = APIRouter(prefix="/v1", tags=["runway"])
     "/image_to_video",
     summary="Start a task: a video from an image (Runway's gen4_turbo)",
     response_model=CreatedTask,
-    responses=errors("runway", 400, 401, 413, 422, 429, 503),
+    responses={
+        **errors("runway", 400, 401, 413, 422, 429, 503),
+        **links(
+            200, "/id", {"task": ("get_task", "task_id"), "cancel_or_delete": ("delete_task", "task_id")}
+        ),
+    },
     # Its schema names the registry's models: create_app registers it.
-    openapi_extra=named_json_body(RUNWAY_CREATE_SCHEMA, example=RUNWAY_CREATE_EXAMPLE),
+    openapi_extra=named_json_body(RUNWAY_CREATE_SCHEMA, examples=RUNWAY_CREATE_EXAMPLES),
 )
 async def image_to_video(request: Request, key: CurrentKey, services: ServicesDep) -> JSONResponse:
     body = await read_json(request)
@@ -106,6 +111,7 @@ def _owned_task(services: Services, key: Principal, task_id: str) -> PredictionR
     summary="A task's current state",
     response_model=Task,
     responses=errors("runway", 400, 401, 404, 503),
+    operation_id="get_task",
 )
 def get_task(task_id: str, key: CurrentKey, services: ServicesDep) -> JSONResponse:
     """One schema per status, as Runway's SDKs pick a task's type by its ``status``."""
@@ -119,6 +125,7 @@ def get_task(task_id: str, key: CurrentKey, services: ServicesDep) -> JSONRespon
     summary="Cancel a pending or running task, or delete it",
     response_class=Response,
     responses=errors("runway", 400, 401, 404, 503),
+    operation_id="delete_task",
 )
 def delete_task(task_id: str, key: CurrentKey, services: ServicesDep) -> Response:
     """As Runway does: a waiting or running task is cancelled (GET then shows CANCELLED); any
