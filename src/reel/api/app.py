@@ -52,6 +52,8 @@ def create_app(services: Services, *, companion: Companion | None = None) -> Fas
         lifespan=lifespan,
         # /docs is Reel's own page (assets in the package, no CDN); ReDoc is not served.
         docs_url=None,
+        # Operation ids are the route functions' names: what a generated client's methods are called.
+        generate_unique_id_function=lambda route: route.name,
         redoc_url=None,
     )
     app.state.services = services

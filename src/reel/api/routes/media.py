@@ -65,7 +65,7 @@ BINARY_UPLOAD_BODY = {
 RAW_BYTES_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
 
@@ -139,12 +139,13 @@ async def upload_binary(request: Request, key: CurrentKey, services: ServicesDep
     return success(wire(UploadedFile, _file_data(services.settings, row)))
 
 
+# Uploads are served as what they are only when they are PNG, JPEG, WebP or MP4; anything else
+# is an opaque download.
+SERVED_TYPES = ("video/mp4", "image/png", "image/jpeg", "image/webp", "application/octet-stream")
+BYTES = {kind: {"schema": {"type": "string", "format": "binary"}} for kind in SERVED_TYPES}
 FILE_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"description": "The bytes", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
-    206: {
-        "description": "The requested byte range",
-        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
-    },
+    200: {"description": "The bytes", "content": BYTES},
+    206: {"description": "The requested byte range (Range: bytes=...)", "content": BYTES},
     304: {"description": "Not modified (If-None-Match)"},
     **errors("v3", 404, 416, 503),
 }

@@ -110,6 +110,16 @@ async def delete_many(request: Request, key: CurrentKey, services: ServicesDep) 
     return success(wire(DeletedCount, {"deleted_count": count}))
 
 
+@router.api_route(
+    "/predictions/delete",
+    methods=["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"],
+    include_in_schema=False,
+)
+def delete_many_other_methods(request: Request) -> JSONResponse:
+    """``/predictions/delete`` is not the prediction ``delete``: other methods are a 405."""
+    no_route(request, "no such endpoint")
+
+
 @router.get(
     "/predictions/{prediction_id}/result",
     summary="A prediction's current state",

@@ -152,6 +152,7 @@ class UploadBody(BaseModel):
     "/uploads",
     summary="Start an ephemeral upload: returns where to POST the file",
     response_model=RunwayUploadTicket,
+    operation_id="create_runway_upload",
     responses=errors("runway", 400, 401, 413, 503),
     openapi_extra=json_body(UploadBody, example={"filename": "cat.png", "type": "ephemeral"}),
 )
