@@ -154,7 +154,6 @@ FILE_RESPONSES: dict[int | str, dict[str, object]] = {
 @router.get(
     "/files/{file_id}/{filename}",
     summary="An uploaded file or a generated video",
-    tags=["files"],
     response_class=Response,
     responses=FILE_RESPONSES,
 )
