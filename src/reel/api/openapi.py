@@ -143,15 +143,17 @@ def finish(app: FastAPI) -> dict[str, Any]:
 
 
 def links(
-    status: int, id_pointer: str, targets: dict[str, tuple[str, str]]
+    status: int, id_pointer: str, targets: dict[str, tuple[str, str]], content: dict[str, Any] | None = None
 ) -> dict[int | str, dict[str, Any]]:
     """``responses=`` entry linking an answer's id to the operations that take it (what a
-    client, or a stateful contract test, does next): ``{link: (operation_id, parameter)}``."""
-    return {
-        status: {
-            "links": {
-                name: {"operationId": operation, "parameters": {parameter: f"$response.body#{id_pointer}"}}
-                for name, (operation, parameter) in targets.items()
-            }
+    client, or a stateful contract test, does next): ``{link: (operation_id, parameter)}``;
+    ``content`` adds to the answer's media types (examples)."""
+    entry: dict[str, Any] = {
+        "links": {
+            name: {"operationId": operation, "parameters": {parameter: f"$response.body#{id_pointer}"}}
+            for name, (operation, parameter) in targets.items()
         }
     }
+    if content is not None:
+        entry["content"] = content
+    return {status: entry}

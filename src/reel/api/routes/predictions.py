@@ -175,6 +175,46 @@ def webhook_secret(key: CurrentKey) -> JSONResponse:
     return success(wire(WebhookSecret, {"secret": key.webhook_secret}))
 
 
+def _prediction_example(**changes: Any) -> dict[str, Any]:
+    prediction = {
+        "id": "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+        "model": "runwayml/gen4-turbo",
+        "outputs": [],
+        "urls": {"get": "http://127.0.0.1:8000/api/v3/predictions/0f1e2d3c4b5a69788796a5b4c3d2e1f0/result"},
+        "has_nsfw_contents": [],
+        "status": "created",
+        "created_at": "2026-01-31T12:00:00.000Z",
+        "error": "",
+        "timings": {"inference": 0},
+        "progress": 0.0,
+        **changes,
+    }
+    return {"code": 200, "message": "success", "data": prediction}
+
+
+SUBMIT_OK_EXAMPLES = {
+    "created": {"summary": "Accepted: poll urls.get", "value": _prediction_example()},
+    "sync_completed": {
+        "summary": "enable_sync_mode: the finished prediction",
+        "value": _prediction_example(
+            status="completed",
+            outputs=["http://127.0.0.1:8000/files/5e4d3c2b1a0f9e8d7c6b5a4938271605/output.mp4"],
+            has_nsfw_contents=[False],
+            timings={"inference": 41250},
+            progress=1.0,
+        ),
+    },
+    "sync_timed_out": {
+        "summary": "enable_sync_mode: the wait limit passed first (code 5004, still processing)",
+        "value": _prediction_example(
+            status="processing",
+            code=5004,
+            progress=0.42,
+            error="Sync mode timed out after 90 s; the prediction is still running: poll "
+            "http://127.0.0.1:8000/api/v3/predictions/0f1e2d3c4b5a69788796a5b4c3d2e1f0/result",
+        ),
+    },
+}
 SUBMIT_RESPONSES = {
     **errors("v3", 400, 401, 413, 422, 429, 503),
     **links(
@@ -185,6 +225,7 @@ SUBMIT_RESPONSES = {
             "cancel": ("cancel_prediction", "prediction_id"),
             "delete": ("delete_prediction", "prediction_id"),
         },
+        content={"application/json": {"examples": SUBMIT_OK_EXAMPLES}},
     ),
 }
 
