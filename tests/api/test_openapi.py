@@ -231,3 +231,30 @@ def test_docs_is_swagger_ui_from_the_package_under_a_strict_csp(reel_app: InProc
         assert anonymous.get("/docs/../../etc/passwd").status_code == 404
         assert anonymous.get("/docs/nothing.js").status_code == 404
         assert 'href="/docs"' in anonymous.get("/").text  # linked from the playground
+
+
+# --- the schema and the server's validation agree -----------------------------------------------
+
+
+@pytest.mark.parametrize("model_id", list(MODELS))
+def test_each_models_documented_example_is_accepted_and_its_bounds_are_enforced(
+    document: dict[str, Any], me: httpx.Client, model_id: str
+) -> None:
+    operation = document["paths"][f"/api/v3/{model_id}"]["post"]
+    media = operation["requestBody"]["content"]["application/json"]
+    example = media["examples"]["inline_image"]["value"]
+    created = me.post(f"/api/v3/{model_id}", json=example)
+    assert created.status_code == 200, created.text
+    assert created.json()["data"]["status"] == "created"
+
+    properties = resolve(document, media["schema"])["properties"]
+    just_outside: dict[str, Any] = {"aspect_ratio": "2:1", "prompt": " "}
+    if "duration" in properties:
+        just_outside["duration"] = max(non_null(properties["duration"])["enum"]) + 1
+    for name in ("seed", "num_inference_steps", "guidance_scale"):
+        if name in properties:
+            just_outside[name] = non_null(properties[name])["maximum"] + 1
+    for name, value in just_outside.items():
+        refused = me.post(f"/api/v3/{model_id}", json={**example, name: value})
+        assert refused.status_code == 400, (name, refused.text)
+        assert name in refused.json()["message"]
