@@ -222,6 +222,7 @@ def test_docs_is_swagger_ui_from_the_package_under_a_strict_csp(reel_app: InProc
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         csp = page.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "default-src 'none'" in csp
+        assert csp == anonymous.get("/").headers["content-security-policy"]  # the playground's, unrelaxed
         scripts = re.findall(r'<script[^>]*src="([^"]+)"', page.text)
         assert scripts == ["/docs/swagger-ui-bundle.js", "/static/api-docs.js"]
         assert "<script>" not in page.text  # no inline script: the CSP would refuse it
