@@ -209,7 +209,8 @@ def test_routes_are_templates_and_no_label_holds_an_id_a_key_or_a_prompt(scenari
         for name, labels in after
         if name == "reel_http_request_duration_seconds_count"
     }
-    assert ("POST", "/api/v3/{model:path}", "200") in http
+    # One operation per model (its route is the model's own path, never an id's).
+    assert ("POST", f"/api/v3/{MODEL}", "200") in http
     assert ("GET", "/api/v3/predictions/{prediction_id}/result", "200") in http
     assert ("POST", "/api/v3/predictions/{prediction_id}/cancel", "200") in http
     assert ("GET", "unmatched", "404") in http

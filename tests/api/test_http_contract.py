@@ -860,7 +860,7 @@ def test_openapi_lists_the_routes(anonymous: httpx.Client) -> None:
     assert response.status_code == 200
     paths = response.json()["paths"]
     for path, method in [
-        ("/api/v3/{model}", "post"),
+        ("/api/v3/runwayml/gen4-turbo", "post"),
         ("/api/v3/predictions/{prediction_id}/result", "get"),
         ("/api/v3/predictions/{prediction_id}", "get"),
         ("/api/v3/predictions/{prediction_id}", "delete"),

@@ -14,7 +14,10 @@ from reel import __version__
 from reel.api.body_limit import BodyLimitMiddleware
 from reel.api.errors import install_error_handlers
 from reel.api.http_metrics import HttpMetricsMiddleware
-from reel.api.routes import media, predictions, runway, runway_organization, system, web
+from reel.api.openapi import finish, register_body
+from reel.api.routes import api_docs, media, predictions, runway, runway_organization, system, web
+from reel.api.submit_schemas import runway_create_model
+from reel.catalog.registry import MODELS
 from reel.predictions.fleet_metrics import MetricsService
 from reel.wiring import Services
 
@@ -53,6 +56,11 @@ def create_app(services: Services, *, companion: Companion | None = None) -> Fas
         version=__version__,
         description="Self-hosted image-to-video generation speaking WaveSpeedAI's v3 and Runway's /v1 APIs.",
         lifespan=lifespan,
+        # /docs is Reel's own page (assets in the package, no CDN); ReDoc is not served.
+        docs_url=None,
+        # Operation ids are the route functions' names: what a generated client's methods are called.
+        generate_unique_id_function=lambda route: route.name,
+        redoc_url=None,
     )
     app.state.services = services
     app.state.expect_worker = companion is not None
@@ -71,6 +79,11 @@ def create_app(services: Services, *, companion: Companion | None = None) -> Fas
     app.include_router(runway.router)
     app.include_router(runway.upload_router)
     app.include_router(runway_organization.router)
-    # Last: model ids contain slashes, so the submit route catches every other POST /api/v3/...
+    app.include_router(api_docs.router)
+    models = list(MODELS.values())
+    register_body(runway_create_model(models))
+    app.include_router(predictions.model_router(models))
+    # Last: model ids contain slashes, so these catch every other path under /api/v3/...
     app.include_router(predictions.submit_router)
+    app.openapi = lambda: finish(app)  # type: ignore[method-assign]
     return app

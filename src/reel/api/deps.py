@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from reel.predictions.keys import Principal
@@ -51,7 +52,15 @@ ViewsDep = Annotated[PredictionViews, Depends(get_views)]
 """Rendering may read whole blobs: from async code, call it in a worker thread."""
 
 
-async def current_key(request: Request, services: ServicesDep) -> Principal:
+BEARER = HTTPBearer(auto_error=False, scheme_name="apiKey", description="an API key from `reel keys create`")
+"""Declares the key in /openapi.json; the header is read below, so a 401 keeps the dialect's shape."""
+
+
+async def current_key(
+    request: Request,
+    services: ServicesDep,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
+) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     presented = token.strip() if scheme.lower() == "bearer" else None

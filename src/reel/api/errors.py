@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from reel.api.envelope import failure
+from reel.api.method_not_allowed import allowed_methods, method_not_allowed
 from reel.api.runway_view import is_runway_path, runway_error
 from reel.errors import (
     Conflict,
@@ -108,6 +109,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if (
+            exc.status_code == 405
+            and exc.detail == "Method Not Allowed"
+            and (methods := allowed_methods(request))
+        ):
+            # Starlette's own 405 names only the first matching route's methods.
+            exc = method_not_allowed(request, methods)
         message = exc.detail if isinstance(exc.detail, str) else "error"
         if exc.status_code == 404 and message == "Not Found":
             message = "no such endpoint"

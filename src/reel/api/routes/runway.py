@@ -16,17 +16,20 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictStr
 from starlette.concurrency import run_in_threadpool
 
 from reel.api.deps import CurrentKey, ServicesDep
 from reel.api.json_body import parse_as, read_json
 from reel.api.multipart_body import read_file_part
+from reel.api.openapi import errors, json_body, links, named_json_body
 from reel.api.runway_view import RUNWAY_VERSION, created_task, prediction_id, task_object
+from reel.api.schemas import CreatedTask, RunwayUploadTicket, Task, wire
+from reel.api.submit_schemas import RUNWAY_CREATE_EXAMPLES, RUNWAY_CREATE_SCHEMA
 from reel.errors import Conflict, InvalidInput, NotFound, TooLarge
 from reel.lifecycle.states import ACTIVE
 from reel.predictions.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -40,7 +43,19 @@ from reel.wiring import Services
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
-async def require_runway_version(request: Request) -> None:
+async def require_runway_version(
+    request: Request,
+    _declared: Annotated[
+        str | None,
+        Header(
+            alias="X-Runway-Version",
+            description="the API version; this server speaks only 2024-11-06",
+            json_schema_extra={"enum": [RUNWAY_VERSION]},
+        ),
+    ] = None,
+) -> None:
+    # Read by hand (the parameter only declares it): a missing or other version is a 400
+    # naming the header, in Runway's error shape.
     version = request.headers.get("x-runway-version")
     if version is None:
         raise InvalidInput("X-Runway-Version", f"header is required; this server speaks {RUNWAY_VERSION}")
@@ -54,7 +69,19 @@ router = APIRouter(prefix="/v1", tags=["runway"], dependencies=[Depends(require_
 upload_router = APIRouter(prefix="/v1", tags=["runway"])
 
 
-@router.post("/image_to_video", summary="Start a task: a video from an image (Runway's gen4_turbo)")
+@router.post(
+    "/image_to_video",
+    summary="Start a task: a video from an image (Runway's gen4_turbo)",
+    response_model=CreatedTask,
+    responses={
+        **errors("runway", 400, 401, 413, 422, 429, 503),
+        **links(
+            200, "/id", {"task": ("get_task", "task_id"), "cancel_or_delete": ("delete_task", "task_id")}
+        ),
+    },
+    # Its schema names the registry's models: create_app registers it.
+    openapi_extra=named_json_body(RUNWAY_CREATE_SCHEMA, examples=RUNWAY_CREATE_EXAMPLES),
+)
 async def image_to_video(request: Request, key: CurrentKey, services: ServicesDep) -> JSONResponse:
     body = await read_json(request)
     model = reel_model(body.get("model") if isinstance(body, dict) else None)
@@ -68,7 +95,7 @@ async def image_to_video(request: Request, key: CurrentKey, services: ServicesDe
         dialect=RUNWAY,
     )
     headers = {"Idempotent-Replayed": "true"} if submission.replayed else None
-    return JSONResponse(created_task(submission.prediction), headers=headers)
+    return JSONResponse(wire(CreatedTask, created_task(submission.prediction)), headers=headers)
 
 
 def _owned_task(services: Services, key: Principal, task_id: str) -> PredictionRow:
@@ -79,14 +106,29 @@ def _owned_task(services: Services, key: Principal, task_id: str) -> PredictionR
         raise NotFound(f"task {task_id!r} not found") from exc
 
 
-@router.get("/tasks/{task_id}", summary="A task's current state")
+@router.get(
+    "/tasks/{task_id}",
+    summary="A task's current state",
+    response_model=Task,
+    responses=errors("runway", 400, 401, 404, 503),
+    operation_id="get_task",
+)
 def get_task(task_id: str, key: CurrentKey, services: ServicesDep) -> JSONResponse:
+    """One schema per status, as Runway's SDKs pick a task's type by its ``status``."""
     row = _owned_task(services, key, task_id)
     waiting = services.predictions.waiting(row)
-    return JSONResponse(task_object(row, services.settings.public_base, services.blobs, waiting))
+    task = task_object(row, services.settings.public_base, services.blobs, waiting)
+    return JSONResponse(wire(Task, task))
 
 
-@router.delete("/tasks/{task_id}", status_code=204, summary="Cancel a pending or running task, or delete it")
+@router.delete(
+    "/tasks/{task_id}",
+    status_code=204,
+    summary="Cancel a pending or running task, or delete it",
+    response_class=Response,
+    responses=errors("runway", 400, 401, 404, 503),
+    operation_id="delete_task",
+)
 def delete_task(task_id: str, key: CurrentKey, services: ServicesDep) -> Response:
     """As Runway does: a waiting or running task is cancelled (GET then shows CANCELLED); any
     other task is deleted (GET then answers 404)."""
@@ -104,21 +146,31 @@ def delete_task(task_id: str, key: CurrentKey, services: ServicesDep) -> Respons
 
 class UploadBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    filename: str
+    filename: StrictStr
     type: Literal["ephemeral"]
 
 
-@router.post("/uploads", summary="Start an ephemeral upload: returns where to POST the file")
+@router.post(
+    "/uploads",
+    summary="Start an ephemeral upload: returns where to POST the file",
+    response_model=RunwayUploadTicket,
+    operation_id="create_runway_upload",
+    responses=errors("runway", 400, 401, 413, 503),
+    openapi_extra=json_body(UploadBody, example={"filename": "cat.png", "type": "ephemeral"}),
+)
 async def create_upload(request: Request, key: CurrentKey, services: ServicesDep) -> JSONResponse:
     body = parse_as(UploadBody, await read_json(request))
     ticket = await run_in_threadpool(services.files.create_open_ticket, key, body.filename)
     base = services.settings.public_base
     return JSONResponse(
-        {
-            "uploadUrl": f"{base}/v1/uploads/{ticket.file.id}/content?token={ticket.token}",
-            "fields": {},
-            "runwayUri": runway_uri(ticket.file.id),
-        }
+        wire(
+            RunwayUploadTicket,
+            {
+                "uploadUrl": f"{base}/v1/uploads/{ticket.file.id}/content?token={ticket.token}",
+                "fields": {},
+                "runwayUri": runway_uri(ticket.file.id),
+            },
+        )
     )
 
 
@@ -126,6 +178,22 @@ async def create_upload(request: Request, key: CurrentKey, services: ServicesDep
     "/uploads/{file_id}/content",
     status_code=204,
     summary="Send an ephemeral upload's file (multipart part 'file'; no auth: the URL is the key)",
+    response_class=Response,
+    responses=errors("runway", 400, 404, 413, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                }
+            },
+        }
+    },
 )
 async def upload_content(file_id: str, token: str, request: Request, services: ServicesDep) -> Response:
     limit = await run_in_threadpool(services.files.pending_upload_size, file_id, token)

@@ -12,7 +12,9 @@ from starlette.concurrency import run_in_threadpool
 
 from reel.api.deps import CurrentKey, ServicesDep
 from reel.api.json_body import read_json
+from reel.api.openapi import errors, json_body
 from reel.api.routes.runway import require_runway_version
+from reel.api.schemas import Organization, UsageQuery, UsageReport, wire
 from reel.catalog.registry import MODELS
 from reel.errors import InvalidInput
 from reel.predictions.runway_inputs import RUNWAY_MODELS
@@ -27,7 +29,13 @@ def runway_name(model: str) -> str:
     return RUNWAY_NAMES.get(model, model)
 
 
-@router.get("/organization", summary="The calling key's limits and today's usage")
+@router.get(
+    "/organization",
+    summary="The calling key's limits and today's usage",
+    response_model=Organization,
+    responses=errors("runway", 400, 401, 503),
+    operation_id="get_organization",
+)
 def organization(key: CurrentKey, services: ServicesDep) -> JSONResponse:
     usage = services.usage.current(key)
     limits = usage.limits
@@ -39,19 +47,30 @@ def organization(key: CurrentKey, services: ServicesDep) -> JSONResponse:
         for model in MODELS
     }
     return JSONResponse(
-        {
-            "creditBalance": 0,  # Reel charges nothing
-            "tier": {"maxMonthlyCreditSpend": 0, "models": tier},
-            "usage": {
-                "models": {
-                    runway_name(model): {"dailyGenerations": usage.today.get(model, 0)} for model in MODELS
-                }
+        wire(
+            Organization,
+            {
+                "creditBalance": 0,  # Reel charges nothing
+                "tier": {"maxMonthlyCreditSpend": 0, "models": tier},
+                "usage": {
+                    "models": {
+                        runway_name(model): {"dailyGenerations": usage.today.get(model, 0)}
+                        for model in MODELS
+                    }
+                },
             },
-        }
+        )
     )
 
 
-@router.post("/organization/usage", summary="The calling key's daily usage over a date range")
+@router.post(
+    "/organization/usage",
+    summary="The calling key's daily usage over a date range",
+    response_model=UsageReport,
+    responses=errors("runway", 400, 401, 503),
+    operation_id="get_organization_usage",
+    openapi_extra=json_body(UsageQuery, required=False, example={"startDate": "2026-12-01"}),
+)
 async def organization_usage(request: Request, key: CurrentKey, services: ServicesDep) -> JSONResponse:
     raw = await request.body()
     body: Any = await read_json(request) if raw.strip() else {}
@@ -67,8 +86,11 @@ async def organization_usage(request: Request, key: CurrentKey, services: Servic
             {"model": runway_name(entry.model), "amount": 0, "generations": entry.count}
         )
     return JSONResponse(
-        {
-            "models": sorted({runway_name(entry.model) for entry in usage.days}),
-            "results": [{"date": day, "usedCredits": used} for day, used in sorted(results.items())],
-        }
+        wire(
+            UsageReport,
+            {
+                "models": sorted({runway_name(entry.model) for entry in usage.days}),
+                "results": [{"date": day, "usedCredits": used} for day, used in sorted(results.items())],
+            },
+        )
     )
