@@ -20,8 +20,9 @@ SAMPLERS = ("pipeline", "dmd")
 """``pipeline``: the diffusers pipeline's own loop; ``dmd``: Reel's few-step distilled sampler."""
 DEFAULT_DMD_TIMESTEPS = (1000, 757, 522)
 """FastWan2.2-TI2V-5B's published denoising timesteps (its pipeline config)."""
-STEP_CACHES = ("", "first_block", "mag")
-"""diffusers' step-cache hooks: First-Block cache, MagCache; ``""`` = none (lossy: off by default)."""
+STEP_CACHES = ("", "first_block")
+"""diffusers' step-cache hooks: First-Block cache; ``""`` = none (lossy: off by default). MagCache
+is left out: diffusers needs per-model calibrated ratios for it, which Wan has none of yet."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class DiffusersConfig:
     fp8: bool = False
     """FP8 linear layers of the transformer(s) through torchao (CUDA with FP8 support only)."""
     step_cache: str = ""
-    """A diffusers step cache on the transformer(s): ``first_block`` or ``mag`` (lossy)."""
+    """A diffusers step cache on the transformer(s): ``first_block`` (lossy)."""
     step_cache_threshold: float = 0.05
     """The step cache's threshold (higher: more steps reused, faster, further from the full output)."""
 
@@ -190,7 +191,7 @@ def _turbo_options(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f'{where}: sampler "dmd" runs a distilled checkpoint; it takes no distill_lora')
     step_cache = _get(where, table, "step_cache", str, "")
     if step_cache not in STEP_CACHES:
-        raise ConfigError(f'{where}: step_cache {step_cache!r} is not one of first_block, mag (or "")')
+        raise ConfigError(f'{where}: step_cache {step_cache!r} is not one of first_block (or "")')
     decode_chunk = _get(where, table, "decode_chunk", int, 0)
     if decode_chunk < 0:
         raise ConfigError(f"{where}: decode_chunk must be 0 (whole clip) or a positive latent frame count")

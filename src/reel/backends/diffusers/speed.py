@@ -5,8 +5,9 @@
   fused into the weights once at load, so the steps pay nothing for it.
 - ``fp8``: the transformers' linear layers in FP8 through torchao (CUDA with FP8 support;
   near-lossless, off by default). Refused with a clear reason elsewhere.
-- ``step_cache``: diffusers' own step-cache hooks, First-Block cache or MagCache (lossy: a
-  step may reuse the previous step's residual; off by default).
+- ``step_cache``: diffusers' own First-Block cache hooks (lossy: a step may reuse the previous
+  step's residual; off by default). MagCache needs per-model calibrated ratios that diffusers
+  does not ship for Wan, so it is not offered.
 - ``vae_compile``, ``channels_last``, ``cudnn_benchmark``: VAE decode options, off unless
   measured to help (bench/diffusers_speed.py).
 - :func:`use_compile_cache`: torch's inductor cache under the data directory, so a restarted
@@ -96,13 +97,9 @@ def step_cache_config(engine: DiffusersConfig) -> Any:
     """The diffusers cache config for ``engine.step_cache`` (None when off)."""
     if not engine.step_cache:
         return None
-    from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig
+    from diffusers.hooks import FirstBlockCacheConfig
 
-    if engine.step_cache == "first_block":
-        return FirstBlockCacheConfig(threshold=engine.step_cache_threshold)
-    return MagCacheConfig(
-        threshold=engine.step_cache_threshold, num_inference_steps=engine.num_inference_steps
-    )
+    return FirstBlockCacheConfig(threshold=engine.step_cache_threshold)
 
 
 def apply_options(pipe: Any, transformers: list[Any], engine: DiffusersConfig, device: torch.device) -> None:
