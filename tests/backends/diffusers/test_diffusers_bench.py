@@ -73,3 +73,21 @@ def test_the_memory_drill_steps_down_after_an_oom_and_times_each_mode(tmp_path: 
     assert recovered["outcome"] == "completed" and recovered["steps"] == 3
     assert set(results["modes"]) == {"vae_tiling", "model_offload", "sequential_offload"}
     assert results["errors"] == []
+
+
+def test_the_cold_start_script_times_a_cold_and_a_warm_worker_start(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("cold_start.py")), "--tiny", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **TEST_ENV, "OUT": str(tmp_path)},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "cold_start.json").read_text())
+    cold, warm = results["runs"]
+    assert (cold["cache"], warm["cache"]) == ("cold", "warm")
+    for run in (cold, warm):
+        assert 0 < run["imported_s"] < run["loaded_s"] < run["first_video_s"]
+        assert run["compile_cache"] == str(Path(results["data_dir"]) / "compile-cache" / "inductor")
+    assert (Path(results["data_dir"]) / "cold-start.mp4").stat().st_size > 0
