@@ -117,7 +117,7 @@ class DiffusersBackend:
                 loaded, request, sink, progress, is_cancelled, written, deferred if defer else None
             )
             if failure is None:
-                return self._finisher(loaded, deferred[0]) if deferred else None
+                return self._finisher(deferred[0]) if deferred else None
             message, oom = failure
             self.runtime.free_memory()
             if oom:
@@ -141,7 +141,7 @@ class DiffusersBackend:
             raise GenerationError(f"{self.spec.id}: the model failed: {message}")
         return None  # not reached: the second attempt returns or raises
 
-    def _finisher(self, loaded: LoadedPipeline, decode: Callable[[], None]) -> Callable[[], None]:
+    def _finisher(self, decode: Callable[[], None]) -> Callable[[], None]:
         """The deferred decode, failing the way a decode inside :meth:`run` would."""
 
         def finish() -> None:
@@ -150,13 +150,20 @@ class DiffusersBackend:
             except (GenerationCancelled, GenerationError):
                 raise
             except torch.OutOfMemoryError as exc:
-                reason = _oom_reason(exc)
+                reason, oom = _oom_reason(exc), True
             except Exception as exc:
                 log.exception("%s: decoding failed", self.spec.id)
-                reason = f"{type(exc).__name__}: {str(exc)[:500]}"
+                reason, oom = f"{type(exc).__name__}: {str(exc)[:500]}", False
             else:
                 return
             self.runtime.free_memory()
+            if oom:
+                # Not stepped down from here: the next prediction may be denoising with this
+                # pipeline right now. The registry's fix is named instead.
+                raise GenerationError(
+                    f"{self.spec.id}: out of GPU memory while decoding ({reason}); set a smaller "
+                    'decode_chunk, or memory = "vae_tiling", for this model in the registry'
+                )
             raise GenerationError(f"{self.spec.id}: decoding the video failed: {reason}")
 
         return finish
