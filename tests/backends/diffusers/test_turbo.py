@@ -18,7 +18,7 @@ from PIL import Image
 
 from reel.backends.base import GenerationCancelled, GenerationError, GenerationRequest
 from reel.catalog.diffusers_config import ConfigError
-from reel.catalog.registry import ModelSpec, load_registry
+from reel.catalog.registry import BUNDLED_REGISTRY, ModelSpec, load_registry
 from reel.media.video import probe_video, read_frames
 from support.media import png_base64
 from support.server import LiveServer
@@ -302,3 +302,40 @@ def test_compile_caches_live_under_the_data_dir(tmp_path: Path, monkeypatch: pyt
     assert os.environ["TRITON_CACHE_DIR"] == str(tmp_path / "compile-cache" / "triton")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/operator/choice")
     assert use_compile_cache(tmp_path) == Path("/operator/choice")
+
+
+def test_a_checkpoint_naming_classes_diffusers_lacks_loads_by_its_parts(
+    tiny_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """FastWan's index names FastVideo classes; the DMD loop needs no scheduler of theirs."""
+    import json
+    import shutil
+
+    from reel.backends.diffusers.turbo import load_parts
+
+    model = tmp_path / "fastwan-like"
+    shutil.copytree(tiny_dirs[TURBO_OF["wan2.2-ti2v"]], model)
+    index = json.loads((model / "model_index.json").read_text())
+    index["scheduler"] = ["fastvideo", "FlowUniPCMultistepScheduler"]
+    (model / "model_index.json").write_text(json.dumps(index))
+    pipe = load_parts(model, {"default": torch.float32})
+    assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    assert type(pipe.transformer).__name__ == "WanTransformer3DModel"
+    index["vae"] = ["fastvideo", "FastVAE"]
+    (model / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=r"vae is a fastvideo\.FastVAE, not installed"):
+        load_parts(model, {"default": torch.float32})
+
+
+def test_a_lora_not_in_the_hub_cache_is_named_with_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reel.backends.diffusers.weights import lora_problem
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    spec = load_registry(BUNDLED_REGISTRY)["wavespeed-ai/wan-2.2/i2v-720p-turbo"]
+    assert spec.diffusers is not None
+    assert lora_problem(spec.diffusers) == (
+        "distillation LoRA lightx2v/Wan2.2-Lightning/"
+        "Wan2.2-I2V-A14B-4steps-lora-rank64-Seko-V1/high_noise_model.safetensors is not downloaded"
+    )

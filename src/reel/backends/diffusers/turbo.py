@@ -49,6 +49,7 @@ def load_parts(path: Path, dtypes: dict[str, torch.dtype]) -> Any:
     import importlib
 
     import diffusers
+    import transformers
 
     index = json.loads((path / "model_index.json").read_text())
     parts: dict[str, Any] = {}
@@ -56,10 +57,18 @@ def load_parts(path: Path, dtypes: dict[str, torch.dtype]) -> Any:
         if name.startswith("_") or not isinstance(entry, list) or entry[0] is None:
             continue
         library, class_name = entry
-        cls = getattr(importlib.import_module(library), class_name)
+        try:
+            cls = getattr(importlib.import_module(library), class_name)
+        except (ImportError, AttributeError):
+            cls = None
         folder = str(path / name)
-        if name == "tokenizer" or not hasattr(cls, "from_pretrained") or name == "scheduler":
-            parts[name] = cls.from_pretrained(folder)
+        if name == "scheduler":
+            # The DMD loop never steps a scheduler: a FastVideo-only class must not stop loading.
+            parts[name] = (cls or diffusers.FlowMatchEulerDiscreteScheduler).from_pretrained(folder)
+        elif name == "tokenizer":
+            parts[name] = (cls or transformers.AutoTokenizer).from_pretrained(folder)
+        elif cls is None:
+            raise ValueError(f"{path}/model_index.json: {name} is a {library}.{class_name}, not installed")
         else:
             dtype = dtypes.get(name, dtypes["default"])
             parts[name] = cls.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
