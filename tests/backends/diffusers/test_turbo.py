@@ -259,6 +259,9 @@ def test_a_step_cache_hooks_the_transformer_and_generation_runs(
     assert hooked, "no diffusers cache hook in the transformer"
     for seed in (1, 2):  # twice: the hooks' state resets between generations
         assert len(run(backend, request(seed=seed)).frames) == 8
+    # The DMD sampler gives the hooks the cache context they need, as the pipelines do.
+    turbo = backend_for(specs, runtime, TURBO_OF["wan2.2-ti2v"], step_cache="first_block")
+    assert len(run(turbo, request()).frames) == 8
 
 
 @pytest.mark.parametrize(

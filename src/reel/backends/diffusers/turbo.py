@@ -125,12 +125,14 @@ def sample_dmd(
         sigmas = dmd_sigmas(timesteps)
         for i, (t, sigma) in enumerate(zip(timesteps, sigmas, strict=True)):
             noisy = (1 - mask) * condition + mask * latents
-            velocity = transformer(
-                hidden_states=noisy.to(dtype),
-                timestep=(token_mask * t).unsqueeze(0),
-                encoder_hidden_states=embeds,
-                return_dict=False,
-            )[0]
+            # A named cache context, as diffusers' pipelines give it: step-cache hooks need one.
+            with transformer.cache_context("cond"):
+                velocity = transformer(
+                    hidden_states=noisy.to(dtype),
+                    timestep=(token_mask * t).unsqueeze(0),
+                    encoder_hidden_states=embeds,
+                    return_dict=False,
+                )[0]
             clean = noisy - sigma * velocity.float()
             if i + 1 < len(timesteps):
                 noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=torch.float32)
