@@ -13,9 +13,19 @@ reel.backends.diffusers.components. The same pipeline object is timed twice:
    the memory mode, regional torch.compile, the attention backend and the VAE dtype; cached
    prompt embeddings; frames cover-fitted to the API's 16:9 size on the device).
 
+3. turbo (families with a turbo id, bench/common.py TURBO_IDS): the same pipeline through the
+   turbo tier's registry entry: TI2V-5B with Reel's 3-step DMD sampler, the 14B ids with 4
+   steps and no guidance (their distillation LoRA is not loaded: random weights, and a fused
+   LoRA costs a step nothing), timed at the full step count, so its total is a clip's time;
+4. queue: ``--queue`` predictions (default 4) through the turbo tier (or Reel's path where
+   there is none), one after another as a worker without overlap would run them, then with
+   the worker's overlap (the decode and encode of one on a thread while the next denoises):
+   videos per GPU-hour = predictions / wall time x 3600.
+
 Per path: a warm-up call (compilation happens there), then a timed call of ``--steps``
-denoising steps. Reported: seconds per denoising step (median of step-to-step times, measured
-at the scheduler with device syncs), text encoding, VAE decode, the timed call's total, peak
+denoising steps. Reel's paths write real H.264 (``encode_s``: the encoder's share). Reported:
+seconds per denoising step (median of step-to-step times, measured at the scheduler, or at the
+transformer for DMD, with device syncs), text encoding, VAE decode, the timed call's total, peak
 GPU memory, and seconds per 5 s video extrapolated to the registry's default step count:
 ``total + (default_steps - steps) * step``. JSON goes to ``$OUT/diffusers_speed.json``.
 """
@@ -31,6 +41,8 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
 import traceback  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from dataclasses import replace  # noqa: E402
@@ -47,12 +59,13 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--models", default="wan2.2-ti2v,wan2.1-i2v", help="comma list of families (bench/common.py)"
-    )
+    )  # wan2.1-i2v's turbo path is the one 14B turbo id timed by default
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny configs and sizes (CPU smoke test)")
     parser.add_argument("--steps", type=int, default=4, help="denoising steps of each timed call (>= 3)")
     parser.add_argument("--warmup-steps", type=int, default=1, help="steps of each warm-up call")
-    parser.add_argument("--paths", default="stock,reel", help="which paths to time")
+    parser.add_argument("--paths", default="stock,reel,turbo,queue", help="which paths to time")
+    parser.add_argument("--queue", type=int, default=4, help="predictions of the queue path")
     parser.add_argument("--budget-s", type=float, default=540.0, help="skip models that would pass this")
     parser.add_argument("--out", default=os.environ.get("OUT", ""), help="folder for the JSON (default $OUT)")
     return parser.parse_args()
@@ -62,12 +75,13 @@ ARGS = parse_args()
 
 import torch  # noqa: E402
 
-from common import MODELS, OUTPUT_16_9, Stopwatch, test_image  # noqa: E402
+from common import MODELS, OUTPUT_16_9, TURBO_IDS, Stopwatch, test_image  # noqa: E402
 from reel.backends.base import GenerationRequest  # noqa: E402
 from reel.backends.diffusers.backend import DiffusersBackend  # noqa: E402
 from reel.backends.diffusers.components import build_pipeline  # noqa: E402
 from reel.backends.diffusers.runtime import TORCH_DTYPES, DiffusersRuntime  # noqa: E402
 from reel.catalog.registry import BUNDLED_REGISTRY, ModelSpec, load_registry  # noqa: E402
+from reel.media.video import H264Writer  # noqa: E402
 
 DEVICE = torch.device(ARGS.device)
 CUDA = DEVICE.type == "cuda"
@@ -94,6 +108,37 @@ def recorded(row: dict[str, Any], family: str, path: str) -> Iterator[None]:
         save()
 
 
+class TimedEncoder:
+    """A real H.264 writer that adds up the time its ``write`` calls take (the encoder's share)."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: int) -> None:
+        self.writer = H264Writer(path, width=width, height=height, fps=fps)
+        self.frames = 0
+        self.seconds = 0.0
+
+    def write(self, frame: Any) -> None:
+        started = time.perf_counter()
+        self.writer.write(frame)
+        self.seconds += time.perf_counter() - started
+        self.frames += 1
+
+    def close(self) -> None:
+        started = time.perf_counter()
+        self.writer.close()
+        self.seconds += time.perf_counter() - started
+
+
+def clip_request(spec: ModelSpec, prompt: str, image: Any, steps: int, seed: int = 0) -> GenerationRequest:
+    engine = spec.diffusers
+    assert engine is not None
+    out_w, out_h = OUTPUT_16_9
+    out_frames = engine.max_frames - 1  # e.g. 121 generated -> 120 frames = 5 s at 24 fps
+    return GenerationRequest(
+        "bench", spec.id, prompt, image, out_w, out_h, spec.fps, out_frames, seed=seed,
+        params={"num_inference_steps": steps},
+    )  # fmt: skip
+
+
 def time_reel(
     row: dict[str, Any],
     runtime: DiffusersRuntime,
@@ -102,38 +147,92 @@ def time_reel(
     image: Any,
     prompt: str,
     warmup_steps: int,
+    *,
+    path: str = "reel",
+    steps: int | None = None,
 ) -> None:
     """Reel's path: the registry settings applied by ``runtime.adopt``, run by ``DiffusersBackend``."""
     engine = spec.diffusers
     assert engine is not None
+    for previous in runtime.loaded():  # another path's settings on the same pipeline
+        runtime.evict(previous)
     loaded = runtime.adopt(engine, pipe)
-    row["reel_memory_mode"] = loaded.memory
+    row[f"{path}_memory_mode"] = loaded.memory
     backend = DiffusersBackend(spec, runtime)
-    out_w, out_h = OUTPUT_16_9
-    out_frames = engine.max_frames - 1  # e.g. 121 generated -> 120 frames = 5 s at 24 fps
+    written = [0]
+    encoders: list[TimedEncoder] = []
+    scratch = Path(tempfile.mkdtemp(prefix="reel-bench-"))
 
-    class CountingSink:
-        frames = 0
+    def reel(call_steps: int) -> None:
+        request = clip_request(spec, prompt, image, call_steps)
+        sink = TimedEncoder(scratch / f"{path}-{len(encoders)}.mp4", request.width, request.height, spec.fps)
+        encoders.append(sink)
+        backend.run(loaded, request, sink, lambda _f: None, lambda: False)
+        sink.close()
+        written[0] += sink.frames
 
-        def write(self, frame: Any) -> None:
-            CountingSink.frames += 1
-
-    def reel(steps: int) -> None:
-        request = GenerationRequest(
-            "bench", spec.id, prompt, image, out_w, out_h, spec.fps, out_frames, seed=0,
-            params={"num_inference_steps": steps},
-        )  # fmt: skip
-        backend.run(loaded, request, CountingSink(), lambda _f: None, lambda: False)
-
-    log("reel: warm-up (compiles when compile = true; the prompt's embeddings get cached)")
+    log(f"{path}: warm-up (compiles when compile = true; the prompt's embeddings get cached)")
     warm = WATCH.timed_call(reel, warmup_steps, pipe)
-    row["reel_warmup"] = warm
-    timed = WATCH.timed_call(reel, ARGS.steps, pipe)
+    row[f"{path}_warmup"] = warm
+    timed = WATCH.timed_call(reel, steps or ARGS.steps, pipe)
     timed["text_encode_uncached_s"] = warm["text_encode_s"]
     timed["text_cache_hits"] = loaded.texts.hits
-    timed["frames_written"] = CountingSink.frames
-    row["reel"] = timed
-    log(f"reel: {row['reel']}")
+    timed["frames_written"] = written[0]
+    timed["encode_s"] = round(encoders[-1].seconds, 3)
+    row[path] = timed
+    log(f"{path}: {row[path]}")
+
+
+def time_queue(
+    row: dict[str, Any], runtime: DiffusersRuntime, spec: ModelSpec, image: Any, prompt: str, steps: int
+) -> None:
+    """``--queue`` clips back to back, without and with the worker's overlap: videos per GPU-hour."""
+    (loaded,) = runtime.loaded()
+    backend = DiffusersBackend(spec, runtime)
+    scratch = Path(tempfile.mkdtemp(prefix="reel-queue-"))
+    result: dict[str, Any] = {"model_id": spec.id, "predictions": ARGS.queue, "steps": steps}
+    for overlap in (False, True):
+        pending: list[threading.Thread] = []
+        WATCH.sync()
+        started = time.perf_counter()
+        for index in range(ARGS.queue):
+            request = clip_request(spec, prompt, image, steps, seed=index)
+            sink = TimedEncoder(scratch / f"{overlap}-{index}.mp4", request.width, request.height, spec.fps)
+            rest = backend.run(loaded, request, sink, lambda _f: None, lambda: False, defer=overlap)
+
+            def finish(rest: Any = rest, sink: TimedEncoder = sink) -> None:
+                if rest is not None:
+                    rest()
+                sink.close()
+
+            for thread in pending:  # one post-processing at a time, as the worker does
+                thread.join()
+            pending = [threading.Thread(target=finish)]
+            pending[0].start()
+            if not overlap:
+                pending[0].join()
+        for thread in pending:
+            thread.join()
+        WATCH.sync()
+        wall = time.perf_counter() - started
+        key = "overlapped" if overlap else "sequential"
+        result[f"{key}_s"] = round(wall, 2)
+        result[f"{key}_videos_per_gpu_hour"] = round(ARGS.queue / wall * 3600, 1)
+        log(f"queue {key}: {ARGS.queue} clips in {wall:.2f} s")
+    row["queue"] = result
+
+
+def bench_engine(family: str, spec: ModelSpec) -> ModelSpec:
+    """``spec`` pinned to the benchmark's size (and fp32 for --tiny), as bench_model does."""
+    _, full_size, tiny_size = MODELS[family]
+    width, height, frames = tiny_size if ARGS.tiny else full_size
+    engine = spec.diffusers
+    assert engine is not None
+    if ARGS.tiny:
+        engine = replace(engine, dtype="float32", vae_dtype="float32")
+    engine = replace(engine, sizes={"16:9": (width, height)}, max_frames=frames, distill_lora="")
+    engine = replace(engine, distill_lora_file="", distill_lora_2_file="")
+    return replace(spec, diffusers=engine)
 
 
 def bench_model(family: str, registry: dict[str, ModelSpec]) -> dict[str, Any]:
@@ -225,6 +324,28 @@ def bench_model(family: str, registry: dict[str, ModelSpec]) -> dict[str, Any]:
                 time_reel(row, runtime, replace(spec, diffusers=plain), pipe, image, prompt, warmup_steps)
                 row["reel_fallback"] = "compile and attention backend off after an error"
 
+    turbo_spec = bench_engine(family, registry[TURBO_IDS[family]]) if family in TURBO_IDS else None
+    if "turbo" in ARGS.paths and turbo_spec is not None:
+        turbo_engine = turbo_spec.diffusers
+        assert turbo_engine is not None
+        row["turbo_model_id"] = turbo_spec.id
+        runtime = DiffusersRuntime(str(DEVICE))
+        with recorded(row, family, "turbo"):
+            time_reel(
+                row, runtime, turbo_spec, pipe, image, prompt, 1,
+                path="turbo", steps=turbo_engine.num_inference_steps,
+            )  # fmt: skip
+            row["turbo"]["video_s_est"] = round(row["turbo"]["total_s"], 1)  # a whole clip
+    if "queue" in ARGS.paths:
+        queue_spec = turbo_spec if "turbo" in row and turbo_spec is not None else spec
+        queue_engine = queue_spec.diffusers
+        assert queue_engine is not None
+        runtime = DiffusersRuntime(str(DEVICE))
+        runtime.adopt(queue_engine, pipe)
+        queue_steps = queue_engine.num_inference_steps if queue_spec is turbo_spec else ARGS.steps
+        with recorded(row, family, "queue"):
+            time_queue(row, runtime, queue_spec, image, prompt, queue_steps)
+
     for path in ("stock", "reel"):
         if path in row:
             r = row[path]
@@ -235,6 +356,8 @@ def bench_model(family: str, registry: dict[str, ModelSpec]) -> dict[str, Any]:
             "vae_decode": round(row["stock"]["vae_decode_s"] / max(row["reel"]["vae_decode_s"], 1e-9), 3),
             "video": round(row["stock"]["video_s_est"] / row["reel"]["video_s_est"], 3),
         }
+    if "stock" in row and "turbo" in row:
+        row["turbo_vs_stock_video"] = round(row["stock"]["video_s_est"] / row["turbo"]["video_s_est"], 3)
     return row
 
 
@@ -280,7 +403,7 @@ def main() -> None:
     columns = ("model", "path", "s/step", "text s", "decode s", "total s", "GiB", "5 s video")
     print("{:16} {:6} {:>8} {:>8} {:>9} {:>8} {:>6} {:>10}".format(*columns))
     for family, row in RESULTS["models"].items():
-        for path in ("stock", "reel"):
+        for path in ("stock", "reel", "turbo"):
             if path in row:
                 r = row[path]
                 gib = r["peak_gib"] or float("nan")
@@ -292,6 +415,13 @@ def main() -> None:
             print(f"{family:16} reel: {row['reel_fallback']} ({row['path_errors']['reel']})")
         if "reel_vs_stock" in row:
             print(f"{family:16} reel speed-up vs stock: {row['reel_vs_stock']}")
+        if "queue" in row:
+            q = row["queue"]
+            print(
+                f"{family:16} queue of {q['predictions']} ({q['model_id']}): videos per GPU-hour "
+                f"{q['sequential_videos_per_gpu_hour']} sequential, "
+                f"{q['overlapped_videos_per_gpu_hour']} overlapped"
+            )
     for error in RESULTS["errors"]:
         print(f"ERROR {error}")
     print(f"total {RESULTS['total_s']} s")

@@ -92,16 +92,16 @@ def cap_allocator(gib: float | None) -> None:
         torch.cuda.set_per_process_memory_fraction(fraction, DEVICE.index or 0)  # needs an index
 
 
-def fake_oom_when_untiled(pipe: Any) -> None:
-    """Only for the OOM drill: the memory-mode drill after it runs with the real decode."""
-    original = pipe.vae.decode
+def fake_oom_when_untiled(pipe: Any) -> Any:
+    """Only for the OOM drill: the memory-mode drill after it runs with the real decode. Raised
+    from the decoder itself, which both ``vae.decode`` and Reel's streamed decode call; returns
+    the hook's handle (``.remove()``)."""
 
-    def decode(*args: Any, **kwargs: Any) -> Any:
+    def decoder_runs(*_: Any) -> None:
         if not getattr(pipe.vae, "use_tiling", False):
             raise torch.OutOfMemoryError("CUDA out of memory. (faked by --fake-oom)")
-        return original(*args, **kwargs)
 
-    pipe.vae.decode = decode
+    return pipe.vae.decoder.register_forward_pre_hook(decoder_runs)
 
 
 def main() -> None:
@@ -129,8 +129,7 @@ def main() -> None:
         dtype=TORCH_DTYPES[engine.dtype],
         vae_dtype=TORCH_DTYPES[engine.vae_dtype],
     )
-    if ARGS.fake_oom:
-        fake_oom_when_untiled(pipe)
+    fake_oom = fake_oom_when_untiled(pipe) if ARGS.fake_oom else None
     runtime = DiffusersRuntime(str(DEVICE))
     backend = DiffusersBackend(spec, runtime)
     image = test_image(width, height)
@@ -167,7 +166,8 @@ def main() -> None:
                 break
     finally:
         cap_allocator(None)
-        vars(pipe.vae).pop("decode", None)  # the --fake-oom wrapper, if any
+        if fake_oom is not None:
+            fake_oom.remove()
 
     # --- 2. the memory modes, uncapped ---------------------------------------------------------------
     for mode in filter(None, ARGS.modes.split(",")):

@@ -7,6 +7,9 @@ from pathlib import Path
 
 FAMILIES = ("wan2.2-ti2v", "wan2.1-i2v", "wan2.2-i2v-a14b", "ltx-video")
 MODEL_OF = {family: f"tiny/{family}" for family in FAMILIES}
+TURBO_FAMILIES = ("wan2.2-ti2v", "wan2.1-i2v", "wan2.2-i2v-a14b")
+TURBO_OF = {family: f"tiny/{family}-turbo" for family in TURBO_FAMILIES}
+"""Tiny turbo models: the DMD-distilled TI2V layout, and 14B models with a distillation LoRA."""
 BROKEN = "tiny/broken"
 """A copy of the tiny LTX model whose transformer weights file is garbage."""
 MISSING_LOCAL = "tiny/missing-local"
@@ -25,10 +28,14 @@ TEST_ENV = {
 
 
 def make_tiny_dirs(root: Path) -> dict[str, Path]:
-    """One tiny model directory per family, written by `reel models make-tiny`'s code."""
+    """One tiny model directory per family, written by `reel models make-tiny`'s code, and the
+    turbo ones (keyed by their model id)."""
     from reel.backends.diffusers.tiny import make_tiny
 
-    return {family: make_tiny(root / family, family) for family in FAMILIES}
+    dirs = {family: make_tiny(root / family, family) for family in FAMILIES}
+    for family in TURBO_FAMILIES:
+        dirs[TURBO_OF[family]] = make_tiny(root / f"{family}-turbo", family, turbo=True)
+    return dirs
 
 
 def write_registry(root: Path, tiny_dirs: dict[str, Path]) -> Path:
@@ -39,6 +46,10 @@ def write_registry(root: Path, tiny_dirs: dict[str, Path]) -> Path:
     shutil.copytree(tiny_dirs["ltx-video"], broken)
     (broken / "transformer" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00garbage" * 64)
     tables = [registry_snippet(model_id, tiny_dirs[family], family) for family, model_id in MODEL_OF.items()]
+    tables += [
+        registry_snippet(model_id, tiny_dirs[model_id], family, turbo=True)
+        for family, model_id in TURBO_OF.items()
+    ]
     tables.append(registry_snippet(BROKEN, broken, "ltx-video"))
     tables.append(registry_snippet(MISSING_LOCAL, root / "nowhere", "wan2.2-ti2v"))
     tables.append(

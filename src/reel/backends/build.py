@@ -34,8 +34,12 @@ def build_backends(*, sandbox: bool) -> dict[str, Backend]:
         return {model_id: shared for model_id in MODELS}
     from reel.backends.diffusers.backend import DiffusersBackend
     from reel.backends.diffusers.runtime import DiffusersRuntime
+    from reel.backends.diffusers.speed import use_compile_cache
 
+    settings = Settings(**{})
+    cache = use_compile_cache(settings.data_dir.resolve())
     runtime = DiffusersRuntime(choice.device)
+    log.info("compiled kernels are cached in %s", cache)
     log.info("diffusers models run on %s (%s)", choice.device, choice.reason)
     backends: dict[str, Backend] = {}
     for model_id, spec in MODELS.items():

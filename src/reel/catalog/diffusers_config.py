@@ -16,6 +16,13 @@ from reel.catalog.families import FAMILIES, Family
 MEMORY_MODES = ("auto", "full", "vae_tiling", "model_offload", "sequential_offload")
 """From most to least GPU memory used (``auto`` picks one of the others by free VRAM)."""
 DTYPES = ("bfloat16", "float16", "float32")
+SAMPLERS = ("pipeline", "dmd")
+"""``pipeline``: the diffusers pipeline's own loop; ``dmd``: Reel's few-step distilled sampler."""
+DEFAULT_DMD_TIMESTEPS = (1000, 757, 522)
+"""FastWan2.2-TI2V-5B's published denoising timesteps (its pipeline config)."""
+STEP_CACHES = ("", "first_block")
+"""diffusers' step-cache hooks: First-Block cache; ``""`` = none (lossy: off by default). MagCache
+is left out: diffusers needs per-model calibrated ratios for it, which Wan has none of yet."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,37 @@ class DiffusersConfig:
     """TF32 matmuls and convolutions for float32 work (the fp32 VAE) on CUDA."""
     text_cache_size: int = 32
     """Prompt embeddings kept per loaded pipeline (0 disables the cache)."""
+    # --- issue 12: turbo tiers and speed options ---
+    sampler: str = "pipeline"
+    """``dmd`` runs a distilled checkpoint with Reel's few-step sampler (reel.backends.diffusers.turbo)."""
+    dmd_timesteps: tuple[int, ...] = DEFAULT_DMD_TIMESTEPS
+    """The distillation's timesteps, one transformer call each (``sampler = "dmd"``)."""
+    distill_lora: str = ""
+    """A step-distillation LoRA (a Hugging Face repo id or a local file/folder), fused at load."""
+    distill_lora_file: str = ""
+    """The LoRA's weight file inside ``distill_lora`` (the transformer's, or the high-noise expert's)."""
+    distill_lora_2_file: str = ""
+    """Two-expert models: the low-noise expert's LoRA file (loaded into ``transformer_2``)."""
+    distill_lora_scale: float = 1.0
+    decode_chunk: int = 0
+    """Latent frames per VAE decode chunk streamed into the encoder (0 = the whole clip at once)."""
+    vae_compile: bool = False
+    """torch.compile of the VAE decoder (CUDA; off unless measured to help)."""
+    channels_last: bool = False
+    """channels-last memory format for the VAE (CUDA; off unless measured to help)."""
+    cudnn_benchmark: bool = False
+    """cuDNN autotuning of convolutions (CUDA; off unless measured to help)."""
+    fp8: bool = False
+    """FP8 linear layers of the transformer(s) through torchao (CUDA with FP8 support only)."""
+    step_cache: str = ""
+    """A diffusers step cache on the transformer(s): ``first_block`` (lossy)."""
+    step_cache_threshold: float = 0.05
+    """The step cache's threshold (higher: more steps reused, faster, further from the full output)."""
+
+    @property
+    def distilled(self) -> bool:
+        """A few-step distilled model (no classifier-free guidance)."""
+        return self.sampler == "dmd" or bool(self.distill_lora)
 
     @property
     def family_info(self) -> Family:
@@ -122,7 +160,56 @@ def parse_diffusers_config(where: str, table: Mapping[str, Any]) -> DiffusersCon
         attention_backend=_get(where, table, "attention_backend", str, ""),
         allow_tf32=_get(where, table, "allow_tf32", bool, True),
         text_cache_size=_get(where, table, "text_cache_size", int, 32),
+        **_turbo_options(where, table),
     )
+
+
+def _turbo_options(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    """The issue-12 keys: the distilled samplers and the speed options."""
+    sampler = _get(where, table, "sampler", str, "pipeline")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"{where}: sampler {sampler!r} is not one of {', '.join(SAMPLERS)}")
+    if sampler == "dmd" and table.get("family") != "wan2.2-ti2v":
+        raise ConfigError(f'{where}: sampler "dmd" is for family "wan2.2-ti2v" (FastWan2.2-TI2V-5B)')
+    timesteps = table.get("dmd_timesteps", list(DEFAULT_DMD_TIMESTEPS))
+    if (
+        not isinstance(timesteps, list)
+        or not timesteps
+        or not all(isinstance(t, int) and not isinstance(t, bool) and 0 < t <= 1000 for t in timesteps)
+        or sorted(timesteps, reverse=True) != timesteps
+        or len(set(timesteps)) != len(timesteps)
+    ):
+        raise ConfigError(f"{where}: dmd_timesteps must be decreasing whole numbers in 1..1000")
+    lora = _get(where, table, "distill_lora", str, "")
+    lora_file = _get(where, table, "distill_lora_file", str, "")
+    lora_2_file = _get(where, table, "distill_lora_2_file", str, "")
+    if (lora_file or lora_2_file) and not lora:
+        raise ConfigError(f"{where}: distill_lora_file needs distill_lora (the repo or folder)")
+    if lora_2_file and table.get("family") != "wan2.2-i2v-a14b":
+        raise ConfigError(f"{where}: distill_lora_2_file is for the two-expert family wan2.2-i2v-a14b")
+    if lora and sampler == "dmd":
+        raise ConfigError(f'{where}: sampler "dmd" runs a distilled checkpoint; it takes no distill_lora')
+    step_cache = _get(where, table, "step_cache", str, "")
+    if step_cache not in STEP_CACHES:
+        raise ConfigError(f'{where}: step_cache {step_cache!r} is not one of first_block (or "")')
+    decode_chunk = _get(where, table, "decode_chunk", int, 0)
+    if decode_chunk < 0:
+        raise ConfigError(f"{where}: decode_chunk must be 0 (whole clip) or a positive latent frame count")
+    return {
+        "sampler": sampler,
+        "dmd_timesteps": tuple(timesteps),
+        "distill_lora": lora,
+        "distill_lora_file": lora_file,
+        "distill_lora_2_file": lora_2_file,
+        "distill_lora_scale": float(_get(where, table, "distill_lora_scale", (int, float), 1.0)),
+        "decode_chunk": decode_chunk,
+        "vae_compile": _get(where, table, "vae_compile", bool, False),
+        "channels_last": _get(where, table, "channels_last", bool, False),
+        "cudnn_benchmark": _get(where, table, "cudnn_benchmark", bool, False),
+        "fp8": _get(where, table, "fp8", bool, False),
+        "step_cache": step_cache,
+        "step_cache_threshold": float(_get(where, table, "step_cache_threshold", (int, float), 0.05)),
+    }
 
 
 _MISSING = object()

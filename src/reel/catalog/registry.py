@@ -57,6 +57,20 @@ _ENGINE_KEYS = {
     "attention_backend",
     "allow_tf32",
     "text_cache_size",
+    # Issue 12 (turbo tiers and speed options): see diffusers_config.py.
+    "sampler",
+    "dmd_timesteps",
+    "distill_lora",
+    "distill_lora_file",
+    "distill_lora_2_file",
+    "distill_lora_scale",
+    "decode_chunk",
+    "vae_compile",
+    "channels_last",
+    "cudnn_benchmark",
+    "fp8",
+    "step_cache",
+    "step_cache_threshold",
 }
 
 

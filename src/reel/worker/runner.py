@@ -12,6 +12,14 @@ true and generation stops at its next step (so does an abort the dispatcher is n
 of). Every write that ends a prediction is fenced on the claim, so a worker that lost it
 can never overwrite the result of the one that took over.
 
+Overlap: a backend with a ``denoise`` method (the diffusers backend) can stop before its last
+VAE decode and hand that back; the decode, the rest of the H.264 encoding, the safety check,
+the upload and the recording then run on a post-processing thread while the loop claims the
+next prediction and denoises it, so the GPU does not idle during one prediction's tail. One
+post-processing runs at a time (the next hand-off waits for it); each claim keeps its own
+heartbeat until its outcome is recorded, and the outcome is still computed and recorded once,
+by the same code.
+
 The database or the blob store may go away for a while (a PostgreSQL restart, an S3 blip):
 the loop waits and retries, the heartbeat keeps trying, a finished video's upload is retried
 for as long as the lease may still be alive and its record waits for the database, and a
@@ -28,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 import numpy as np
 from PIL import Image
@@ -120,6 +128,21 @@ class _WatchedSink:
             raise
 
 
+@dataclass
+class _Pending:
+    """A generation whose backend deferred its last decode: what is left of it, and the open
+    encoder it writes into."""
+
+    finish: Callable[[], None]
+    writer: H264Writer
+    encoder: _WatchedSink
+    started: float
+
+
+GenerationBody = Callable[[FrameSink], Callable[[], None] | None]
+"""Runs (part of) a generation into the sink; returns what the backend deferred, if anything."""
+
+
 class Worker:
     def __init__(
         self,
@@ -128,6 +151,7 @@ class Worker:
         worker_id: str,
         *,
         nsfw: NsfwClassifier | None = None,
+        overlap: bool = True,
     ) -> None:
         self._settings = services.settings
         self._sessions = services.sessions
@@ -138,11 +162,24 @@ class Worker:
         self._nsfw = nsfw or NsfwClassifier()
         self._heartbeat_s = max(0.1, min(1.0, self._settings.lease_s / 4))
         self.shutting_down = threading.Event()
+        self._overlap = overlap
+        """Post-process on a thread while the next prediction denoises (backends that can)."""
+        self._post: threading.Thread | None = None
+        self._post_error: BaseException | None = None
 
     # --- the loop -------------------------------------------------------------------------
 
     def run_forever(self) -> None:
         log.info("worker %s serving %s", self.worker_id, ", ".join(sorted(self._backends)))
+        try:
+            self._loop()
+        finally:
+            try:
+                self.drain()
+            except Exception as exc:  # its prediction is handed back or retried by lease; log only
+                log.warning("worker %s: the last post-processing ended with %s", self.worker_id, exc)
+
+    def _loop(self) -> None:
         delay = FIRST_RETRY_S
         while not self.shutting_down.is_set():
             try:
@@ -165,11 +202,15 @@ class Worker:
                 self._dispatcher.wait_for_work(list(self._backends), self.shutting_down)
 
     def run_once(self) -> bool:
-        """Run the next waiting prediction, if any. Returns whether there was one; raises the
-        outage after handing a prediction back because of one (the loop waits it out)."""
+        """Run the next waiting prediction, if any. Returns whether there was one (or a deferred
+        post-processing was waited for instead); raises the outage after handing a prediction
+        back because of one (the loop waits it out).
+
+        When the backend defers its last decode, this returns once the post-processing thread
+        has it (see the module docstring); :meth:`drain` waits for that thread."""
         claim = self._dispatcher.claim(self.worker_id, list(self._backends))
         if claim is None:
-            return False
+            return self.drain()  # nothing to overlap with: finish the last one now
         with prediction_context(claim.prediction_id, key_id=claim.key_id, model=claim.model):
             return self._run_claimed(claim)
 
@@ -181,24 +222,72 @@ class Worker:
         )
         beat.start()
         scratch = self._blobs.scratch_dir() / f"{claim.prediction_id}-{claim.attempt}.mp4"
+        handed_over = False
         try:
             outcome = self._execute(running, scratch)
+            if isinstance(outcome, _Pending):
+                try:
+                    self.drain()  # one post-processing at a time
+                finally:
+                    # In a copy of this log context, like the heartbeat.
+                    self._post = threading.Thread(
+                        target=contextvars.copy_context().run,
+                        args=(self._post_process, running, beat, scratch, outcome),
+                        name=f"post-{claim.prediction_id}",
+                        daemon=True,
+                    )
+                    self._post.start()
+                    handed_over = True
+                return True
             self._record(running, outcome)
         finally:
-            scratch.unlink(missing_ok=True)  # stored, failed or abandoned: never left behind
-            running.done.set()
-            beat.join()
+            if not handed_over:
+                self._release(running, beat, scratch)
         if isinstance(outcome, HandedBack) and outcome.outage is not None:
             raise outcome.outage
         return True
 
+    def drain(self) -> bool:
+        """Wait for the post-processing thread, if one runs; raises what ended it badly (an
+        outage the loop then waits out). Returns whether there was one."""
+        post = self._post
+        if post is None:
+            return False
+        post.join()
+        self._post = None
+        error, self._post_error = self._post_error, None
+        if error is not None:
+            raise error
+        return True
+
+    def _release(self, running: _Running, beat: threading.Thread, scratch: Path) -> None:
+        scratch.unlink(missing_ok=True)  # stored, failed or abandoned: never left behind
+        running.done.set()
+        beat.join()
+
+    def _post_process(
+        self, running: _Running, beat: threading.Thread, scratch: Path, pending: _Pending
+    ) -> None:
+        """The deferred rest of a prediction, on the post-processing thread: finish the video,
+        check, store and record it, exactly as :meth:`run_once` would have."""
+        try:
+            outcome = self._finish(running, scratch, pending)
+            self._record(running, outcome)
+            if isinstance(outcome, HandedBack) and outcome.outage is not None:
+                self._post_error = outcome.outage
+        except BaseException as exc:  # kept for drain(): the loop treats it as run_once's
+            self._post_error = exc
+        finally:
+            self._release(running, beat, scratch)
+
     # --- one prediction -------------------------------------------------------------------
 
-    def _execute(self, running: _Running, scratch: Path) -> Outcome:
+    def _execute(self, running: _Running, scratch: Path) -> Outcome | _Pending:
         """Everything from reading the claimed prediction to its video in blob storage, as one
-        outcome. Never raises."""
+        outcome (or, when the backend deferred its last decode, what is left). Never raises."""
         claim = running.claim
         stage = "reading the prediction"
+        where = [""]
         try:
             with self._sessions() as session:
                 row = session.get(Prediction, claim.prediction_id)
@@ -216,27 +305,54 @@ class Worker:
             image = Image.open(io.BytesIO(data)).convert("RGB")
             stage = "generating"
             generated = self._generate(running, self._request(claim, params, image), scratch)
+            if isinstance(generated, _Pending):
+                return generated
             if not isinstance(generated, int):
                 return generated
-            if running.stopped():
-                return self._stopped(running)
-            stage = "checking the output with the safety classifier"
-            flagged = self._nsfw.check_video(scratch)
-            if flagged and self._settings.refuse_nsfw:
-                return Failed(
-                    FailureCode.UNSAFE_OUTPUT,
-                    "the output was flagged by the safety classifier and is not returned",
-                )
-            stage = "storing the output"
-            output = self._store_output(running, scratch)
-            if output is None:
-                return self._stopped(running)
-            return Completed(output, generated, flagged)
+            return self._deliver(running, scratch, generated, where)
         except UNAVAILABLE as exc:
-            return HandedBack(f"{first_line(exc)} while {stage}", outage=exc)
+            return HandedBack(f"{first_line(exc)} while {where[0] or stage}", outage=exc)
         except Exception as exc:
+            stage = where[0] or stage
             log.exception("prediction %s: unexpected error while %s", claim.prediction_id, stage)
             return Failed(FailureCode.INTERNAL, f"internal error while {stage}: {public_reason(exc)}")
+
+    def _finish(self, running: _Running, scratch: Path, pending: _Pending) -> Outcome:
+        """The deferred end of a generation, then its delivery, as one outcome. Never raises."""
+        where = ["generating"]
+        try:
+            backend = self._backends[running.claim.model]
+            generated = self._encoding(
+                running, backend, pending.writer, pending.encoder, pending.started, lambda _: pending.finish()
+            )
+            if isinstance(generated, _Pending):  # the finish returns nothing to defer
+                raise RuntimeError("a deferred decode deferred again")
+            if not isinstance(generated, int):
+                return generated
+            return self._deliver(running, scratch, generated, where)
+        except UNAVAILABLE as exc:
+            return HandedBack(f"{first_line(exc)} while {where[0]}", outage=exc)
+        except Exception as exc:
+            log.exception("prediction %s: unexpected error while %s", running.claim.prediction_id, where[0])
+            return Failed(FailureCode.INTERNAL, f"internal error while {where[0]}: {public_reason(exc)}")
+
+    def _deliver(self, running: _Running, scratch: Path, generated: int, where: list[str]) -> Outcome:
+        """A finished video at ``scratch``: check it, store it; ``where[0]`` names the stage for
+        an error the caller turns into the outcome."""
+        if running.stopped():
+            return self._stopped(running)
+        where[0] = "checking the output with the safety classifier"
+        flagged = self._nsfw.check_video(scratch)
+        if flagged and self._settings.refuse_nsfw:
+            return Failed(
+                FailureCode.UNSAFE_OUTPUT,
+                "the output was flagged by the safety classifier and is not returned",
+            )
+        where[0] = "storing the output"
+        output = self._store_output(running, scratch)
+        if output is None:
+            return self._stopped(running)
+        return Completed(output, generated, flagged)
 
     @staticmethod
     def _request(claim: Claim, params: dict[str, object], image: Image.Image) -> GenerationRequest:
@@ -257,9 +373,11 @@ class Worker:
             },
         )
 
-    def _generate(self, running: _Running, request: GenerationRequest, scratch: Path) -> int | Outcome:
-        """Run the backend into an H.264 file at ``scratch``: the milliseconds it took, or the
-        outcome when it did not finish."""
+    def _generate(
+        self, running: _Running, request: GenerationRequest, scratch: Path
+    ) -> int | Outcome | _Pending:
+        """Run the backend into an H.264 file at ``scratch``: the milliseconds it took, the
+        outcome when it did not finish, or what the backend deferred (the file still open)."""
         claim = running.claim
         backend = self._backends[claim.model]
         log.info(
@@ -275,21 +393,53 @@ class Worker:
         def is_cancelled() -> bool:
             return running.stopped() or self.shutting_down.is_set()
 
+        denoise = getattr(backend, "denoise", None) if self._overlap else None
+
+        def body(sink: FrameSink) -> Callable[[], None] | None:
+            if denoise is not None:
+                return cast(Callable[[], None] | None, denoise(request, sink, on_progress, is_cancelled))
+            backend.generate(request, sink, on_progress, is_cancelled)
+            return None
+
         started = time.monotonic()
-        encoder: _WatchedSink | None = None
-        returned = False
         try:
-            with H264Writer(scratch, width=request.width, height=request.height, fps=request.fps) as sink:
-                encoder = _WatchedSink(sink)
-                backend.generate(request, encoder, on_progress, is_cancelled)
-                returned = True
+            writer = H264Writer(scratch, width=request.width, height=request.height, fps=request.fps)
         except UNAVAILABLE:
             raise
-        except Exception as exc:
-            if encoder is None or encoder.error is not None or returned:
-                # The encoder failed (opening the file, taking a frame however the backend then
-                # reported it, or finishing the file): not the model's fault.
-                error = exc if encoder is None or encoder.error is None else encoder.error
+        except Exception as exc:  # opening the file: not the model's fault
+            log.warning("prediction %s: encoding the video failed: %s", claim.prediction_id, exc)
+            return Failed(
+                FailureCode.INTERNAL, f"internal error while encoding the video: {public_reason(exc)}"
+            )
+        return self._encoding(running, backend, writer, _WatchedSink(writer), started, body)
+
+    def _encoding(
+        self,
+        running: _Running,
+        backend: Backend,
+        writer: H264Writer,
+        encoder: _WatchedSink,
+        started: float,
+        body: GenerationBody,
+    ) -> int | Outcome | _Pending:
+        """Run ``body`` into the open ``writer`` and close it: the milliseconds since ``started``,
+        the outcome when the generation did not finish, or what the backend deferred."""
+        claim = running.claim
+        returned = False
+        try:
+            deferred = body(encoder)
+            if deferred is not None:
+                return _Pending(deferred, writer, encoder, started)
+            returned = True
+            writer.close()
+        except BaseException as exc:
+            writer.abort()
+            if not isinstance(exc, Exception) or isinstance(exc, UNAVAILABLE):
+                raise
+            if encoder.error is not None or returned:
+                # The encoder failed (taking a frame however the backend then reported it, or
+                # finishing the file): not the model's fault.
+                error = encoder.error or exc
                 log.warning("prediction %s: encoding the video failed: %s", claim.prediction_id, error)
                 return Failed(
                     FailureCode.INTERNAL,

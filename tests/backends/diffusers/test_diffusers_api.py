@@ -232,7 +232,8 @@ def test_a_server_with_no_weights_starts_and_says_how_to_get_them(tmp_path: Path
             timeout=30,
         )
         assert outcome["status"] == "failed"
-        assert "Wan-AI/Wan2.2-TI2V-5B-Diffusers is not downloaded" in outcome["error"]
+        # Gen-4 Turbo is the turbo tier: its weights are FastVideo's distilled TI2V-5B.
+        assert "FastVideo/FastWan2.2-TI2V-5B-FullAttn-Diffusers is not downloaded" in outcome["error"]
         assert "reel models pull runwayml/gen4-turbo" in outcome["error"]
     finally:
         live.stop()

@@ -21,7 +21,18 @@ BUNDLED = load_registry(BUNDLED_REGISTRY)
 
 def test_the_bundled_registry_serves_every_family_at_supported_sizes() -> None:
     assert BUNDLED["runwayml/gen4-turbo"].diffusers is not None
-    assert BUNDLED["runwayml/gen4-turbo"].diffusers.weights == "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+    # Gen-4 Turbo is served by the 3-step distilled tier; the 50-step model keeps its own id.
+    turbo = BUNDLED["runwayml/gen4-turbo"].diffusers
+    assert turbo.weights == "FastVideo/FastWan2.2-TI2V-5B-FullAttn-Diffusers"
+    assert (turbo.sampler, turbo.dmd_timesteps, turbo.guidance_scale) == ("dmd", (1000, 757, 522), 1.0)
+    assert BUNDLED["wavespeed-ai/wan-2.2/i2v-5b-720p-turbo"].diffusers == turbo
+    quality = BUNDLED["wavespeed-ai/wan-2.2/i2v-5b-720p"].diffusers
+    assert quality is not None and quality.weights == "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+    assert (quality.sampler, quality.num_inference_steps) == ("pipeline", 50)
+    for turbo_14b in ("wan-2.2/i2v-720p-turbo", "wan-2.2/i2v-480p-turbo", "wan-2.1/i2v-480p-turbo"):
+        engine = BUNDLED[f"wavespeed-ai/{turbo_14b}"].diffusers
+        assert engine is not None and engine.distill_lora and engine.num_inference_steps == 4
+        assert engine.distilled and BUNDLED[f"wavespeed-ai/{turbo_14b}"].params == {"duration", "seed"}
     assert BUNDLED["runwayml/gen4-turbo"].durations == (5, 10)
     assert BUNDLED["runwayml/gen4-turbo"].params == {"duration", "seed"}
     assert "wavespeed-ai/wan-2.2/i2v-720p" in BUNDLED

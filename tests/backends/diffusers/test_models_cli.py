@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,37 @@ def test_worker_takes_a_gpu_index() -> None:
     shown = reel("worker", "--help", env={})
     assert shown.returncode == 0
     assert "--gpu" in shown.stdout and "CUDA_VISIBLE_DEVICES" in shown.stdout
+
+
+def test_make_tiny_turbo_writes_a_distill_lora_and_list_names_it(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    target = tmp_path / "tiny-a14b-turbo"
+    env = {**TEST_ENV, "HF_HOME": str(tmp_path / "hf")}
+    made = reel("models", "make-tiny", str(target), "--family", "wan2.2-i2v-a14b", "--turbo", env=env)
+    assert made.returncode == 0, made.stderr
+    assert check_model_dir(target) == []
+    assert sorted(p.name for p in (target / "distill_lora").iterdir()) == [
+        "high_noise.safetensors",
+        "low_noise.safetensors",
+    ]
+    assert '[models."tiny/wan2.2-i2v-a14b-turbo"]' in made.stdout
+    assert "num_inference_steps = 4" in made.stdout and "guidance_scale = 1.0" in made.stdout
+
+    registry = tmp_path / "models.toml"
+    registry.write_text(made.stdout)
+    listed = reel("models", "list", env={**env, "REEL_MODELS_FILE": str(registry)})
+    assert listed.returncode == 0, listed.stderr
+    assert "+ LoRA" in listed.stdout and "ready" in listed.stdout
+    # A LoRA file gone: listed unavailable with the fix, like missing weights.
+    (target / "distill_lora" / "low_noise.safetensors").unlink()
+    listed = reel("models", "list", env={**env, "REEL_MODELS_FILE": str(registry)})
+    flat = " ".join(re.sub(r"[│┃]", " ", listed.stdout).split())  # the table wraps long cells
+    assert "unavailable" in flat and "LoRA file" in flat and "does not exist" in flat
+
+
+def test_make_tiny_turbo_refuses_a_family_without_a_turbo_tier(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    made = reel(
+        "models", "make-tiny", str(tmp_path / "x"), "--family", "ltx-video", "--turbo", env=dict(TEST_ENV)
+    )
+    assert made.returncode == 2 and "ltx-video has no turbo tier" in made.stderr

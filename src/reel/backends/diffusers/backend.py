@@ -20,9 +20,10 @@ healthy and serves the next prediction.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -37,7 +38,9 @@ from reel.backends.base import (
 )
 from reel.backends.diffusers.frames import fit_frames, fit_image, to_image
 from reel.backends.diffusers.runtime import DiffusersRuntime, LoadedPipeline
-from reel.backends.diffusers.weights import fix_command, locate
+from reel.backends.diffusers.speed import SpeedOptionError
+from reel.backends.diffusers.turbo import decode_frames, sample_dmd
+from reel.backends.diffusers.weights import fix_command, locate, lora_problem
 from reel.catalog.families import segment_plan
 from reel.catalog.registry import ModelSpec
 
@@ -63,6 +66,9 @@ class DiffusersBackend:
         status = locate(self.engine)
         if not status.ready:
             return False, f"{status.problem}; run `{fix_command(self.spec.id)}`"
+        lora = lora_problem(self.engine)
+        if lora:
+            return False, f"{lora}; run `{fix_command(self.spec.id)}`"
         return True, (
             f"{self.engine.family_info.title} via diffusers on {self.runtime.device} "
             f"({self.engine.dtype}, memory {self.engine.memory})"
@@ -77,6 +83,18 @@ class DiffusersBackend:
     ) -> None:
         self.run(self.load(), request, sink, progress, is_cancelled)
 
+    def denoise(
+        self,
+        request: GenerationRequest,
+        sink: FrameSink,
+        progress: ProgressCallback,
+        is_cancelled: CancelCheck,
+    ) -> Callable[[], None] | None:
+        """Generate up to the last VAE decode; returns what is left (decoding the last segment into
+        ``sink``) for the worker to run while the next prediction denoises, or None when the video
+        is complete (a model whose decode cannot run beside another generation)."""
+        return self.run(self.load(), request, sink, progress, is_cancelled, defer=True)
+
     def run(
         self,
         loaded: LoadedPipeline,
@@ -84,16 +102,22 @@ class DiffusersBackend:
         sink: FrameSink,
         progress: ProgressCallback,
         is_cancelled: CancelCheck,
-    ) -> None:
+        *,
+        defer: bool = False,
+    ) -> Callable[[], None] | None:
         """Generate with an already loaded pipeline (``generate`` = ``load`` + this; the benchmark
-        calls it with a pipeline built in memory)."""
+        calls it with a pipeline built in memory). With ``defer``, see :meth:`denoise`."""
         if is_cancelled():
             raise GenerationCancelled()
         written = [0]
+        deferred: list[Callable[[], None]] = []
         for attempt in (1, 2):
-            failure = self._attempt(loaded, request, sink, progress, is_cancelled, written)
+            deferred.clear()
+            failure = self._attempt(
+                loaded, request, sink, progress, is_cancelled, written, deferred if defer else None
+            )
             if failure is None:
-                return
+                return self._finisher(deferred[0]) if deferred else None
             message, oom = failure
             self.runtime.free_memory()
             if oom:
@@ -115,6 +139,34 @@ class DiffusersBackend:
                 self.runtime.uncompile(loaded)
                 continue
             raise GenerationError(f"{self.spec.id}: the model failed: {message}")
+        return None  # not reached: the second attempt returns or raises
+
+    def _finisher(self, decode: Callable[[], None]) -> Callable[[], None]:
+        """The deferred decode, failing the way a decode inside :meth:`run` would."""
+
+        def finish() -> None:
+            try:
+                decode()
+            except (GenerationCancelled, GenerationError):
+                raise
+            except torch.OutOfMemoryError as exc:
+                reason, oom = _oom_reason(exc), True
+            except Exception as exc:
+                log.exception("%s: decoding failed", self.spec.id)
+                reason, oom = f"{type(exc).__name__}: {str(exc)[:500]}", False
+            else:
+                return
+            self.runtime.free_memory()
+            if oom:
+                # Not stepped down from here: the next prediction may be denoising with this
+                # pipeline right now. The registry's fix is named instead.
+                raise GenerationError(
+                    f"{self.spec.id}: out of GPU memory while decoding ({reason}); set a smaller "
+                    'decode_chunk, or memory = "vae_tiling", for this model in the registry'
+                )
+            raise GenerationError(f"{self.spec.id}: decoding the video failed: {reason}")
+
+        return finish
 
     def load(self) -> LoadedPipeline:
         """The loaded pipeline (loading it now if needed); GenerationError when it cannot be."""
@@ -126,6 +178,8 @@ class DiffusersBackend:
             )
         try:
             return self.runtime.acquire(self.engine, status.path)
+        except SpeedOptionError as exc:  # the registry asks for what this machine cannot do
+            raise GenerationError(f"{self.spec.id}: {exc}") from exc
         except torch.OutOfMemoryError:
             out_of_memory = True
         except Exception as exc:  # a broken checkpoint: the worker goes on with other predictions
@@ -150,6 +204,7 @@ class DiffusersBackend:
         progress: ProgressCallback,
         is_cancelled: CancelCheck,
         written: list[int],
+        deferred: list[Callable[[], None]] | None = None,
     ) -> tuple[str, bool] | None:
         """Run the generation; None on success, else (reason, was it a CUDA OOM).
 
@@ -157,7 +212,7 @@ class DiffusersBackend:
         and the exception's traceback holding the failed run's tensors, are gone.
         """
         try:
-            self._generate(loaded, request, sink, progress, is_cancelled, written)
+            self._generate(loaded, request, sink, progress, is_cancelled, written, deferred)
         except (GenerationCancelled, GenerationError):
             raise
         except torch.OutOfMemoryError as exc:
@@ -195,6 +250,7 @@ class DiffusersBackend:
         progress: ProgressCallback,
         is_cancelled: CancelCheck,
         written: list[int],
+        deferred: list[Callable[[], None]] | None = None,
     ) -> None:
         engine = self.engine
         options = self.options(request.params)
@@ -204,7 +260,7 @@ class DiffusersBackend:
         steps = options["num_inference_steps"]
         total_steps = steps * len(plan)
         log.info(
-            "prediction %s: %s at %dx%d, %d frames in %d segment(s), %d steps, seed %d -> %dx%d",
+            "prediction %s: %s at %dx%d, %d frames in %d segment(s), %d steps%s, seed %d -> %dx%d",
             request.prediction_id,
             self.spec.id,
             gen_w,
@@ -212,6 +268,7 @@ class DiffusersBackend:
             request.num_frames,
             len(plan),
             steps,
+            " (distilled, no guidance)" if engine.distilled else "",
             seed,
             request.width,
             request.height,
@@ -220,13 +277,15 @@ class DiffusersBackend:
         self._use_flow_shift(loaded)
         texts = self.text_embeddings(loaded, request.prompt, options)
         image = fit_image(request.image, gen_w, gen_h)
+        # Wan latents decoded here, not by the pipeline: streamed into the encoder a chunk at a
+        # time, and (the last segment) deferrable past the next prediction's denoising. Only
+        # with every component resident on the device (offload hooks wrap vae.decode alone).
+        own_decode = engine.family != "ltx-video" and loaded.memory == "full"
         for index, (count, keep) in enumerate(plan):
             if is_cancelled():
                 raise GenerationCancelled()
 
-            def on_step_end(
-                pipe: Any, step: int, _t: Any, tensors: dict[str, Any], index: int = index
-            ) -> Any:
+            def after_step(step: int, index: int = index) -> None:
                 done = index * steps + step + 1
                 progress(DENOISE_SHARE * done / total_steps)
                 if is_cancelled():
@@ -237,30 +296,81 @@ class DiffusersBackend:
                         total_steps,
                     )
                     raise GenerationCancelled()
+
+            def on_step_end(pipe: Any, step: int, _t: Any, tensors: dict[str, Any]) -> Any:
+                after_step(step)
                 return tensors
 
-            output = loaded.pipe(
-                image=image,
-                height=gen_h,
-                width=gen_w,
-                num_frames=count,
-                generator=generator,
-                output_type="pt",
-                callback_on_step_end=on_step_end,
-                **self._call_arguments(options),
-                **texts,
-            )
-            frames = output.frames[0]
-            first = 0 if index == 0 else 1  # a continuation's first frame repeats the previous last one
-            if frames.shape[0] < first + keep:
-                raise GenerationError(
-                    f"{self.spec.id}: the pipeline made {frames.shape[0]} frames, {first + keep} were needed"
+            latents: Any
+            pieces: Any = None
+            if engine.sampler == "dmd":
+                latents = sample_dmd(
+                    loaded.pipe,
+                    image=image,
+                    height=gen_h,
+                    width=gen_w,
+                    num_frames=count,
+                    prompt_embeds=texts["prompt_embeds"],
+                    timesteps=engine.dmd_timesteps,
+                    generator=generator,
+                    on_step=after_step,
                 )
-            for frame in fit_frames(frames[first : first + keep], request.width, request.height):
-                sink.write(frame)
-                written[0] += 1
-            image = to_image(frames[-1])
-            del output, frames
+            else:
+                output = loaded.pipe(
+                    image=image,
+                    height=gen_h,
+                    width=gen_w,
+                    num_frames=count,
+                    generator=generator,
+                    output_type="latent" if own_decode else "pt",
+                    callback_on_step_end=on_step_end,
+                    **self._call_arguments(options),
+                    **texts,
+                )
+                latents = output.frames if own_decode else None
+                pieces = None if own_decode else [output.frames[0]]
+                del output
+            first = 0 if index == 0 else 1  # a continuation's first frame repeats the previous last one
+
+            def write(
+                latents: Any = latents, pieces: Any = pieces, first: int = first, keep: int = keep
+            ) -> Any:
+                """Decode (unless decoded already) and write this segment's frames; its last frame."""
+                chunks = (
+                    pieces
+                    if pieces is not None
+                    else decode_frames(
+                        loaded.pipe.vae, latents, engine.decode_chunk, stream=loaded.memory == "full"
+                    )
+                )
+                made, last = 0, None
+                for frames in chunks:
+                    # frames holds the segment's frames made .. made+len: keep first .. first+keep
+                    low = max(first, made) - made
+                    high = min(first + keep, made + frames.shape[0]) - made
+                    made += frames.shape[0]
+                    last = frames[-1]
+                    if high <= low:
+                        continue
+                    for frame in fit_frames(frames[low:high], request.width, request.height):
+                        sink.write(frame)
+                        written[0] += 1
+                    if is_cancelled():
+                        raise GenerationCancelled()
+                if made < first + keep:
+                    raise GenerationError(
+                        f"{self.spec.id}: the pipeline made {made} frames, {first + keep} were needed"
+                    )
+                return last
+
+            if index == len(plan) - 1 and deferred is not None and own_decode:
+                deferred.append(functools.partial(self._finish_last, write, progress))
+                return
+            image = to_image(write())
+        progress(1.0)
+
+    def _finish_last(self, write: Callable[[], Any], progress: ProgressCallback) -> None:
+        write()
         progress(1.0)
 
     def _use_flow_shift(self, loaded: LoadedPipeline) -> None:
@@ -283,6 +393,18 @@ class DiffusersBackend:
     def options(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The request's generation options: its parameters over the registry's defaults."""
         engine = self.engine
+        if engine.distilled:
+            # Distilled for a fixed schedule with guidance baked in: no CFG, no negative prompt.
+            if engine.sampler == "dmd":  # one transformer call per published timestep, always
+                steps = len(engine.dmd_timesteps)
+            else:
+                steps = int(params.get("num_inference_steps") or engine.num_inference_steps)
+            return {
+                "num_inference_steps": steps,
+                "guidance_scale": 1.0,
+                "guidance_scale_2": 1.0,
+                "negative_prompt": "",
+            }
         guidance = params.get("guidance_scale")
         return {
             "num_inference_steps": int(params.get("num_inference_steps") or engine.num_inference_steps),

@@ -35,7 +35,7 @@ def _registry() -> dict[str, object]:
 @models_app.command("list")
 def list_models() -> None:
     """Every model id in the registry, its weights and whether they are on this machine."""
-    from reel.backends.diffusers.weights import fix_command, locate
+    from reel.backends.diffusers.weights import fix_command, locate, lora_problem
     from reel.catalog.registry import ModelSpec, registry_path
 
     table = Table("model id", "family", "weights", "status")
@@ -45,12 +45,16 @@ def list_models() -> None:
             table.add_row(spec.id, "sandbox", "-", "[green]ready[/] (sandbox)")
             continue
         status = locate(spec.diffusers)
+        problem = status.problem if not status.ready else lora_problem(spec.diffusers)
         state = (
-            f"[green]ready[/] {status.path}"
-            if status.ready
-            else f"[red]unavailable[/]: {status.problem}; run `{fix_command(spec.id)}`"
+            f"[red]unavailable[/]: {problem}; run `{fix_command(spec.id)}`"
+            if problem
+            else f"[green]ready[/] {status.path}"
         )
-        table.add_row(spec.id, spec.diffusers.family, spec.diffusers.weights, state)
+        weights = spec.diffusers.weights
+        if spec.diffusers.distill_lora:
+            weights += f" + LoRA {spec.diffusers.distill_lora}"
+        table.add_row(spec.id, spec.diffusers.family, weights, state)
     Console(width=200).print(table)
     err.print(f"registry: {registry_path()}")
 
@@ -92,6 +96,13 @@ def make_tiny(
         str, typer.Option("--model-id", help="Model id used in the printed registry table.")
     ] = "",
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    turbo: Annotated[
+        bool,
+        typer.Option(
+            help="A distilled (turbo) model: FastWan-style for wan2.2-ti2v, or the model plus a "
+            "tiny step-distillation LoRA for a 14B family."
+        ),
+    ] = False,
 ) -> None:
     """Write a complete diffusers model with tiny random weights (for tests and demos).
 
@@ -109,9 +120,13 @@ def make_tiny(
         err.print(f"[red]{', '.join(missing)} not installed: pip install 'reel[models]'[/]")
         raise typer.Exit(1)
     try:
-        write_tiny(directory, family, seed=seed)
+        write_tiny(directory, family, seed=seed, turbo=turbo)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
     except FileExistsError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from exc
-    err.print(f"wrote a tiny {FAMILIES[family].title} model to {directory}")
-    print(registry_snippet(model_id or f"tiny/{family}", directory, family))
+    err.print(f"wrote a tiny {'turbo ' if turbo else ''}{FAMILIES[family].title} model to {directory}")
+    default_id = f"tiny/{family}{'-turbo' if turbo else ''}"
+    print(registry_snippet(model_id or default_id, directory, family, turbo=turbo))

@@ -200,7 +200,10 @@ class DiffusersRuntime:
             pipe.vae.enable_tiling()
 
     def _speed_up(self, loaded: LoadedPipeline) -> None:
+        from reel.backends.diffusers import speed
+
         engine = loaded.engine
+        speed.apply_options(loaded.pipe, loaded.transformers, engine, self.device)
         if not self.cuda:
             return
         torch.backends.cuda.matmul.allow_tf32 = engine.allow_tf32
@@ -240,6 +243,16 @@ def pick_memory_mode(
 
 def _settings_key(engine: DiffusersConfig) -> tuple[Any, ...]:
     return (
+        engine.sampler,
+        engine.distill_lora,
+        engine.distill_lora_file,
+        engine.distill_lora_2_file,
+        engine.distill_lora_scale,
+        engine.fp8,
+        engine.step_cache,
+        engine.step_cache_threshold,
+        engine.vae_compile,
+        engine.channels_last,
         engine.revision,
         engine.dtype,
         engine.vae_dtype,
@@ -266,8 +279,20 @@ def _load_pipeline(path: Path, engine: DiffusersConfig) -> Any:
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
-    pipeline_class = getattr(diffusers, engine.family_info.pipeline)
-    return pipeline_class.from_pretrained(str(path), dtype=component_dtypes(engine), local_files_only=True)
+    from reel.backends.diffusers import speed, turbo
+
+    named = turbo.checkpoint_pipeline_class(path)
+    if engine.sampler == "dmd" or (named and not hasattr(diffusers, named)):
+        # A distilled checkpoint naming a pipeline diffusers lacks (FastWan's): load its parts.
+        pipe = turbo.load_parts(path, component_dtypes(engine))
+    else:
+        pipeline_class = getattr(diffusers, engine.family_info.pipeline)
+        pipe = pipeline_class.from_pretrained(
+            str(path), dtype=component_dtypes(engine), local_files_only=True
+        )
+    if engine.distill_lora:
+        speed.fuse_distill_lora(pipe, engine)
+    return pipe
 
 
 def _estimate_weight_bytes(path: Path, engine: DiffusersConfig) -> dict[str, int]:

@@ -148,6 +148,58 @@ def _safetensors_params(file: Path) -> int:
     return total
 
 
+def lora_files(engine: DiffusersConfig) -> list[str]:
+    """The distillation LoRA's weight files inside its repo or folder (none without a LoRA)."""
+    if not engine.distill_lora:
+        return []
+    return [f for f in (engine.distill_lora_file, engine.distill_lora_2_file) if f]
+
+
+def lora_problem(engine: DiffusersConfig) -> str:
+    """What is missing of the model's distillation LoRA ("" when nothing is, or it has none)."""
+    source = engine.distill_lora
+    if not source:
+        return ""
+    if is_local(source):
+        path = Path(source)
+        if path.is_file():
+            return ""
+        if not path.is_dir():
+            return f"distillation LoRA {path} does not exist"
+        for file in lora_files(engine):
+            if not (path / file).is_file():
+                return f"distillation LoRA file {path / file} does not exist"
+        return ""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        return "huggingface_hub is not installed"
+    for file in lora_files(engine) or ["pytorch_lora_weights.safetensors"]:
+        try:
+            hf_hub_download(source, file, revision=None, local_files_only=True)
+        except Exception:  # not in the cache (LocalEntryNotFoundError and friends)
+            return f"distillation LoRA {source}/{file} is not downloaded"
+    return ""
+
+
+def pull_lora(engine: DiffusersConfig) -> None:
+    """Download the model's distillation LoRA files into the Hugging Face cache (if it has one)."""
+    if not engine.distill_lora or is_local(engine.distill_lora):
+        problem = lora_problem(engine)
+        if problem:
+            raise PullError(problem)
+        return
+    from huggingface_hub import hf_hub_download
+
+    for file in lora_files(engine) or ["pytorch_lora_weights.safetensors"]:
+        try:
+            hf_hub_download(engine.distill_lora, file)
+        except Exception as exc:
+            raise PullError(
+                f"could not download {engine.distill_lora}/{file}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
 def pull(engine: DiffusersConfig) -> Path:
     """Download the model's weights into the Hugging Face cache (or check a local directory).
 
@@ -163,6 +215,7 @@ def pull(engine: DiffusersConfig) -> Path:
                 f"{path} is a local model directory (nothing to download) and it is not usable: "
                 + "; ".join(problems)
             )
+        pull_lora(engine)
         return path
     try:
         from huggingface_hub import hf_hub_download, snapshot_download
@@ -188,6 +241,7 @@ def pull(engine: DiffusersConfig) -> Path:
     problems = check_model_dir(path)
     if problems:
         raise PullError(f"downloaded {engine.weights} but it is incomplete: {'; '.join(problems)}")
+    pull_lora(engine)
     return path
 
 
