@@ -79,6 +79,21 @@ class Settings(BaseSettings):
     s3_multipart_threshold_bytes: int = Field(
         8 * 1024 * 1024, ge=1, description="Files at least this big go to S3 in parts (of at least 5 MiB)."
     )
+    max_lora_bytes: int = Field(
+        2 * 1024**3, ge=1, description="Largest LoRA file a worker downloads from a URL."
+    )
+    lora_dir: Path | None = Field(
+        None, description="The operator's LoRA files: a request's loras[].path may name one of them."
+    )
+    lora_cache: int = Field(
+        8, ge=1, description="LoRA adapters a worker keeps loaded per model (least recently used go)."
+    )
+    lora_hotswap_rank: int = Field(
+        128,
+        ge=1,
+        description="With torch.compile on, every LoRA is padded to this rank so swapping "
+        "adapters never recompiles; a LoRA of a higher rank fails its prediction.",
+    )
 
     @cached_property
     def effective_database_url(self) -> str:

@@ -53,6 +53,16 @@ from reel.worker.periodic import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
+GENERATION_PARAMS = (
+    "negative_prompt",
+    "duration",
+    "num_inference_steps",
+    "guidance_scale",
+    "loras",
+    "high_noise_loras",
+    "low_noise_loras",
+)
+"""The stored params a backend receives as ``GenerationRequest.params``."""
 FIRST_RETRY_S = 0.2
 MAX_RETRY_S = 5.0
 
@@ -197,14 +207,16 @@ class Worker:
                     return Cancelled()
                 params = dict(row.params)
                 input_blob = row.input_blob
-            stage = "reading the input image"
-            try:
-                data = self._blobs.read_bytes(input_blob)
-            except FileNotFoundError:
-                if running.stopped() or self._was_cancelled(claim):
-                    return Cancelled()  # deleted meanwhile, and its input with it
-                return Failed(FailureCode.INTERNAL, "the input image is no longer in storage")
-            image = Image.open(io.BytesIO(data)).convert("RGB")
+            image = None  # text-to-video
+            if input_blob is not None:
+                stage = "reading the input image"
+                try:
+                    data = self._blobs.read_bytes(input_blob)
+                except FileNotFoundError:
+                    if running.stopped() or self._was_cancelled(claim):
+                        return Cancelled()  # deleted meanwhile, and its input with it
+                    return Failed(FailureCode.INTERNAL, "the input image is no longer in storage")
+                image = Image.open(io.BytesIO(data)).convert("RGB")
             stage = "generating"
             generated = self._generate(running, self._request(claim, params, image), scratch)
             if not isinstance(generated, int):
@@ -230,7 +242,7 @@ class Worker:
             return Failed(FailureCode.INTERNAL, f"internal error while {stage}: {public_reason(exc)}")
 
     @staticmethod
-    def _request(claim: Claim, params: dict[str, object], image: Image.Image) -> GenerationRequest:
+    def _request(claim: Claim, params: dict[str, object], image: Image.Image | None) -> GenerationRequest:
         return GenerationRequest(
             prediction_id=claim.prediction_id,
             model=claim.model,
@@ -241,11 +253,7 @@ class Worker:
             fps=int(params["fps"]),  # type: ignore[call-overload]
             num_frames=int(params["num_frames"]),  # type: ignore[call-overload]
             seed=params.get("seed"),  # type: ignore[arg-type]
-            params={
-                k: v
-                for k, v in params.items()
-                if k in ("negative_prompt", "duration", "num_inference_steps", "guidance_scale")
-            },
+            params={k: v for k, v in params.items() if k in GENERATION_PARAMS},
         )
 
     def _generate(self, running: _Running, request: GenerationRequest, scratch: Path) -> int | Outcome:

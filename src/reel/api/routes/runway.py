@@ -1,4 +1,4 @@
-"""Runway's API (``/v1``, version 2024-11-06): image_to_video, tasks and uploads.
+"""Runway's API (``/v1``, version 2024-11-06): image_to_video, text_to_video, tasks and uploads.
 
 A task is a prediction seen through Runway's vocabulary: the same keys, store and worker as
 the WaveSpeed routes; only the spelling of requests, replies and errors differs (see
@@ -32,7 +32,7 @@ from reel.lifecycle.states import ACTIVE
 from reel.predictions.idempotency import HEADER as IDEMPOTENCY_HEADER
 from reel.predictions.image_source import runway_uri
 from reel.predictions.keys import Principal
-from reel.predictions.runway_inputs import RUNWAY, reel_model
+from reel.predictions.runway_inputs import RUNWAY, RUNWAY_TEXT, reel_model
 from reel.predictions.views import PredictionRow
 from reel.wiring import Services
 
@@ -66,6 +66,23 @@ async def image_to_video(request: Request, key: CurrentKey, services: ServicesDe
         None,
         idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
         dialect=RUNWAY,
+    )
+    headers = {"Idempotent-Replayed": "true"} if submission.replayed else None
+    return JSONResponse(created_task(submission.prediction), headers=headers)
+
+
+@router.post("/text_to_video", summary="Start a task: a video from a prompt alone (Runway's gen4.5)")
+async def text_to_video(request: Request, key: CurrentKey, services: ServicesDep) -> JSONResponse:
+    body = await read_json(request)
+    model = reel_model(body.get("model") if isinstance(body, dict) else None, text_to_video=True)
+    submission = await run_in_threadpool(
+        services.predictions.submit,
+        key,
+        model,
+        body,
+        None,
+        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+        dialect=RUNWAY_TEXT,
     )
     headers = {"Idempotent-Replayed": "true"} if submission.replayed else None
     return JSONResponse(created_task(submission.prediction), headers=headers)
