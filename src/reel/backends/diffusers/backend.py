@@ -62,14 +62,15 @@ LTX_TEXT_TOKENS = 128
 class DiffusersBackend:
     kind = "diffusers"
 
-    def __init__(self, spec: ModelSpec, runtime: DiffusersRuntime) -> None:
+    def __init__(self, spec: ModelSpec, runtime: DiffusersRuntime, settings: Settings | None = None) -> None:
         if spec.diffusers is None:
             raise ValueError(f"{spec.id} has no diffusers configuration")
         self.spec = spec
         self.engine = spec.diffusers
         self.runtime = runtime
-        self.lora_store = LoraStore.from_settings()
-        self.lora_cache = Settings(**{}).lora_cache
+        settings = settings or Settings(**{})
+        self.lora_store = LoraStore.from_settings(settings)
+        self.lora_cache = settings.lora_cache
 
     def readiness(self) -> tuple[bool, str]:
         status = locate(self.engine)

@@ -26,6 +26,7 @@ from pathlib import Path
 from reel.backends.base import GenerationError
 from reel.catalog.lora_paths import lora_kind
 from reel.media.fetch import BlockedAddress, FetchError, fetch_url_safely
+from reel.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,7 @@ class LoraStore:
     fetch_timeout_s: float = LORA_FETCH_TIMEOUT_S
 
     @classmethod
-    def from_settings(cls) -> LoraStore:
-        from reel.settings import Settings
-
-        settings = Settings(**{})
+    def from_settings(cls, settings: Settings) -> LoraStore:
         return cls(
             cache_dir=settings.data_dir / "loras",
             lora_dir=settings.lora_dir,

@@ -120,7 +120,7 @@ def activated(loaded: Any, params: Mapping[str, Any], store: LoraStore, cache_si
         for label, entry in entries:
             path_text = str(entry["path"])
             if path_text not in resolved:
-                path = store.resolve(path_text, label)
+                path = store.resolve(path_text, f"{label}.path")
                 resolved[path_text] = (path, _sha256(path))
             path, digest = resolved[path_text]
             files[name].append(LoraFile(label, path, digest, float(entry["scale"])))
