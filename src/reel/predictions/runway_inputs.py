@@ -48,7 +48,7 @@ def reel_model(name: object, *, text_to_video: bool = False) -> str:
     names = RUNWAY_TEXT_MODELS if text_to_video else RUNWAY_MODELS
     if not isinstance(name, str) or not name:
         raise InvalidInput("model", f"is required, e.g. {next(iter(names))}")
-    model = names.get(name, name)
+    model = {**RUNWAY_MODELS, **RUNWAY_TEXT_MODELS}.get(name, name)  # the other endpoint's names too
     spec = get_spec(model)
     if spec is None or spec.text_to_video != text_to_video:
         served = ", ".join(
