@@ -239,3 +239,10 @@ def test_loras_are_stored_with_the_prediction(http: httpx.Client, reel_app: InPr
         ]
         assert row.params["high_noise_loras"] == [{"path": "mine.safetensors", "scale": 2.0}]
         assert "low_noise_loras" not in row.params
+
+
+def test_the_model_listing_says_which_ids_take_an_image_and_loras(http: httpx.Client) -> None:
+    listing = {item["id"]: item for item in http.get("/api/v3/models").json()["data"]}
+    assert "image" not in listing[T2V]["parameters"] and "prompt" in listing[T2V]["parameters"]
+    assert "image" in listing[I2V_LORA]["parameters"] and "loras" in listing[I2V_LORA]["parameters"]
+    assert "loras" not in listing["runwayml/gen4-turbo"]["parameters"]
