@@ -335,7 +335,11 @@ function showModel() {
   $("seed").disabled = !parameters.includes("seed");
   const notes = [];
   if (model.sandbox) {
-    notes.push("Sandbox backend: it animates your image with a camera move and stamps “SANDBOX”. It is not AI generation.");
+    notes.push(
+      takesImage(model)
+        ? "Sandbox backend: it animates your image with a camera move and stamps “SANDBOX”. It is not AI generation."
+        : "Sandbox backend: it animates a test card labelled “SANDBOX TEXT-TO-VIDEO”. It is not AI generation.",
+    );
   }
   if (!model.ready && model.reason) notes.push(`Not ready: ${model.reason}`);
   $("model-note").textContent = notes.join(" ");
