@@ -127,6 +127,21 @@ class Settings(BaseSettings):
         None, ge=1, le=65535, description="`reel worker` serves its own /metrics on this port; unset: none."
     )
     metrics_host: str = Field("127.0.0.1", description="Address `reel worker`'s metrics port listens on.")
+    max_lora_bytes: int = Field(
+        2 * 1024**3, ge=1, description="Largest LoRA file a worker downloads from a URL."
+    )
+    lora_dir: Path | None = Field(
+        None, description="The operator's LoRA files: a request's loras[].path may name one of them."
+    )
+    lora_cache: int = Field(
+        8, ge=1, description="LoRA adapters a worker keeps loaded per model (least recently used go)."
+    )
+    lora_hotswap_rank: int = Field(
+        128,
+        ge=1,
+        description="With torch.compile on, every LoRA is padded to this rank so swapping "
+        "adapters never recompiles; a LoRA of a higher rank fails its prediction.",
+    )
 
     @cached_property
     def effective_database_url(self) -> str:

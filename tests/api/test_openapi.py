@@ -70,7 +70,15 @@ def test_every_registry_model_has_its_own_operation_and_input_schema(
     media = operation["requestBody"]["content"]["application/json"]
     body = resolve(document, media["schema"])
     properties = body["properties"]
-    assert set(body["required"]) == {"prompt", "image"}
+    # A text-to-video model takes no image, and names its size WaveSpeed's way too.
+    assert set(body["required"]) == ({"prompt"} if spec.text_to_video else {"prompt", "image"})
+    assert ("size" in properties) == spec.text_to_video
+    assert ("loras" in properties) == bool(spec.max_loras)
+    if spec.max_loras:
+        adapters = non_null(properties["loras"])
+        assert adapters["maxItems"] == spec.max_loras
+        assert resolve(document, adapters["items"])["required"] == ["path"]
+    assert ("high_noise_loras" in properties) == bool(spec.max_loras and spec.two_experts)
     assert properties["prompt"]["maxLength"] == MAX_PROMPT_CHARS
     assert non_null(properties["aspect_ratio"])["enum"] == list(OUTPUT_SIZES)
     optional = {"duration", "seed", "negative_prompt", "num_inference_steps", "guidance_scale"}
@@ -84,7 +92,8 @@ def test_every_registry_model_has_its_own_operation_and_input_schema(
         assert (non_null(properties[name])["minimum"], non_null(properties[name])["maximum"]) == (low, high)
     # Unknown fields are ignored, as on WaveSpeed: the schema must not forbid them.
     assert body.get("additionalProperties", True) is not False
-    assert {"image_url", "inline_image"} <= set(media["examples"])
+    expected = {"prompt_only", "size"} if spec.text_to_video else {"image_url", "inline_image"}
+    assert expected <= set(media["examples"])
 
 
 def test_an_unknown_model_is_no_operation_and_still_a_404(document: dict[str, Any], me: httpx.Client) -> None:
@@ -98,8 +107,19 @@ def test_runway_create_lists_the_served_models_and_ratios(document: dict[str, An
     media = document["paths"]["/v1/image_to_video"]["post"]["requestBody"]["content"]["application/json"]
     body = resolve(document, media["schema"])
     assert set(body["required"]) == {"model", "promptImage", "ratio"}
-    assert set(body["properties"]["model"]["enum"]) == {"gen4_turbo", *MODELS} - {"runwayml/gen4-turbo"}
+    image_models = {model_id for model_id, spec in MODELS.items() if not spec.text_to_video}
+    assert set(body["properties"]["model"]["enum"]) == {"gen4_turbo", *image_models} - {"runwayml/gen4-turbo"}
     assert body["properties"]["ratio"]["enum"] == list(RATIOS)
+
+
+def test_runway_text_to_video_lists_the_text_models(document: dict[str, Any]) -> None:
+    media = document["paths"]["/v1/text_to_video"]["post"]["requestBody"]["content"]["application/json"]
+    body = resolve(document, media["schema"])
+    assert set(body["required"]) == {"model", "promptText", "ratio"}
+    text_models = {model_id for model_id, spec in MODELS.items() if spec.text_to_video}
+    assert set(body["properties"]["model"]["enum"]) == {"gen4.5", *text_models} - {
+        "wavespeed-ai/wan-2.2/t2v-5b-720p"
+    }
 
 
 # --- statuses and shapes ----------------------------------------------------------------------
@@ -243,19 +263,26 @@ def test_each_models_documented_example_is_accepted_and_its_bounds_are_enforced(
 ) -> None:
     operation = document["paths"][f"/api/v3/{model_id}"]["post"]
     media = operation["requestBody"]["content"]["application/json"]
-    example = media["examples"]["inline_image"]["value"]
+    example = media["examples"]["prompt_only" if MODELS[model_id].text_to_video else "inline_image"]["value"]
     created = me.post(f"/api/v3/{model_id}", json=example)
     assert created.status_code == 200, created.text
     assert created.json()["data"]["status"] == "created"
 
     properties = resolve(document, media["schema"])["properties"]
     just_outside: dict[str, Any] = {"aspect_ratio": "2:1", "prompt": " "}
+    if "size" in properties:
+        just_outside["size"] = "1280*721"
+    if "loras" in properties:
+        too_many = non_null(properties["loras"])["maxItems"] + 1
+        just_outside["loras"] = [{"path": f"style{i}", "scale": 1} for i in range(too_many)]
     if "duration" in properties:
         just_outside["duration"] = max(non_null(properties["duration"])["enum"]) + 1
     for name in ("seed", "num_inference_steps", "guidance_scale"):
         if name in properties:
             just_outside[name] = non_null(properties[name])["maximum"] + 1
     for name, value in just_outside.items():
-        refused = me.post(f"/api/v3/{model_id}", json={**example, name: value})
+        # size is read only when aspect_ratio is absent.
+        base = {k: v for k, v in example.items() if not (name == "size" and k == "aspect_ratio")}
+        refused = me.post(f"/api/v3/{model_id}", json={**base, name: value})
         assert refused.status_code == 400, (name, refused.text)
         assert name in refused.json()["message"]

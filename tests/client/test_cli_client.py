@@ -129,6 +129,18 @@ def test_run_without_out_names_the_file_after_the_prediction(
     assert "completed 100%" in done.stderr.splitlines()
 
 
+def test_run_with_a_prompt_alone_makes_a_text_to_video_clip(
+    server: LiveServer, api_key: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "t2v.mp4"
+    done = _reel(server, api_key, "run", "-p", "a red kite", "--aspect-ratio", "9:16", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "Submitted" in done.stderr and "wavespeed-ai/wan-2.2/t2v-5b-720p" in done.stderr
+    assert done.stdout.strip() == str(out)
+    info = probe_video(out)
+    assert (info.width, info.height, info.frame_count) == (720, 1280, 5 * 24)
+
+
 def test_a_failed_prediction_exits_non_zero_with_its_error(
     server: LiveServer, api_key: str, tmp_path: Path
 ) -> None:

@@ -332,6 +332,30 @@ def test_a_full_generation_from_a_local_file_plays_in_the_page(
     assert (info.width, info.height, info.codec) == (1280, 720, "h264")
 
 
+def test_without_an_image_the_page_makes_a_text_to_video_clip(
+    page: Page, server: LiveServer, playground_key: str
+) -> None:
+    page.goto("/")
+    page.fill("#key", playground_key)
+    page.keyboard.press("Tab")
+    expect(page.locator("#model option").first).to_be_attached()
+    page.select_option("#model", "runwayml/gen4-turbo")  # an image-to-video id: its t2v twin is used
+    page.locator("label.ratio", has_text="9:16").click()
+    page.fill("#prompt", "a red kite over the sea")
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(urlsplit(r.url).path) if r.method == "POST" else None)
+    page.click("#submit")
+    video = page.locator("#player video")
+    expect(video).to_be_attached(timeout=GENERATION_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#player video'); return v.readyState >= 2; }",
+        timeout=15_000,
+    )
+    assert video.evaluate("v => [v.videoWidth, v.videoHeight]") == [720, 1280]
+    assert "/api/v3/wavespeed-ai/wan-2.2/t2v-5b-720p" in posted
+    assert not any("upload" in path for path in posted)
+
+
 def test_the_page_and_its_assets_are_served_with_types_csp_and_cache_headers(server: LiveServer) -> None:
     page = httpx.get(f"{server.url}/")
     assert page.status_code == 200

@@ -91,6 +91,28 @@ def test_sandbox_prediction_completes_with_an_output_file(services: Services, ow
     assert worker.run_once() is False
 
 
+def test_text_to_video_runs_without_an_input_image_and_hands_the_backend_its_loras(
+    services: Services, owner: Principal
+) -> None:
+    seen: list[GenerationRequest] = []
+
+    def record(request: GenerationRequest, sink: FrameSink, progress: ProgressCallback, *_: object) -> None:
+        seen.append(request)
+        SandboxBackend().generate(request, sink, progress, lambda: False)
+
+    t2v = "wavespeed-ai/wan-2.2/t2v-5b-720p-lora"
+    body = {"prompt": "a kite", "duration": 5, "loras": [{"path": "owner/style", "scale": 0.5}]}
+    prediction_id = services.predictions.submit(owner, t2v, body, None).prediction.id
+    assert load(services, prediction_id).input_blob is None
+    worker = Worker(services, {t2v: ScriptedBackend("recording", record)}, "w1")
+    assert worker.run_once() is True
+    assert load(services, prediction_id).status == "completed"
+    (request,) = seen
+    assert request.image is None and (request.width, request.height) == (1280, 720)
+    assert request.params["loras"] == [{"path": "owner/style", "scale": 0.5}]
+    services.predictions.delete(owner, [prediction_id])  # no input blob to delete: no error
+
+
 def test_backend_crash_fails_that_prediction_and_the_worker_goes_on(
     services: Services, owner: Principal
 ) -> None:

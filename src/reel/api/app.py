@@ -16,7 +16,7 @@ from reel.api.errors import install_error_handlers
 from reel.api.http_metrics import HttpMetricsMiddleware
 from reel.api.openapi import finish, register_body
 from reel.api.routes import api_docs, media, predictions, runway, runway_organization, system, web
-from reel.api.submit_schemas import runway_create_model
+from reel.api.submit_schemas import runway_create_model, runway_text_model
 from reel.catalog.registry import MODELS
 from reel.predictions.fleet_metrics import MetricsService
 from reel.wiring import Services
@@ -82,6 +82,7 @@ def create_app(services: Services, *, companion: Companion | None = None) -> Fas
     app.include_router(api_docs.router)
     models = list(MODELS.values())
     register_body(runway_create_model(models))
+    register_body(runway_text_model(models))
     app.include_router(predictions.model_router(models))
     # Last: model ids contain slashes, so these catch every other path under /api/v3/...
     app.include_router(predictions.submit_router)

@@ -21,7 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 from reel.catalog.registry import ModelSpec
 from reel.media.images import OUTPUT_SIZES
 from reel.predictions.inputs import MAX_PROMPT_CHARS, MAX_SEED
-from reel.predictions.runway_inputs import MAX_PROMPT_UTF16_UNITS, RATIOS, RUNWAY_DURATIONS, RUNWAY_MODELS
+from reel.predictions.lora_inputs import MAX_PATH_CHARS, MAX_SCALE
+from reel.predictions.runway_inputs import (
+    MAX_PROMPT_UTF16_UNITS,
+    RATIOS,
+    RUNWAY_DURATIONS,
+    RUNWAY_MODELS,
+    RUNWAY_TEXT_MODELS,
+)
 
 NOT_BLANK = r"\S"
 """The server strips strings before checking they are non-empty."""
@@ -68,6 +75,20 @@ def _image_field() -> Any:
     )
 
 
+class LoraAdapter(BaseModel):
+    """One LoRA adapter of a request (WaveSpeed's and fal's shape)."""
+
+    model_config = ConfigDict(extra="allow")
+    path: str = Field(
+        min_length=1,
+        max_length=MAX_PATH_CHARS,
+        pattern=NOT_BLANK,
+        description="an https URL of a .safetensors file, a Hugging Face repo id (owner/name) "
+        "or the name of a file in the server's LoRA directory",
+    )
+    scale: float | None = Field(default=1.0, ge=0, le=MAX_SCALE, description="the adapter's weight")
+
+
 def _fields(spec: ModelSpec, *, image: bool) -> dict[str, Any]:
     ratios = one_of(OUTPUT_SIZES)
     fields: dict[str, Any] = {"prompt": _prompt_field()}
@@ -75,8 +96,35 @@ def _fields(spec: ModelSpec, *, image: bool) -> dict[str, Any]:
         fields["image"] = _image_field()
     fields["aspect_ratio"] = (
         ratios | None,
-        Field(default=None, description="the output's ratio; default: the one closest to the image"),
+        Field(
+            default=None,
+            description="the output's ratio; default: the one closest to the image"
+            if image
+            else "the output's ratio; default: 16:9 (or the one `size` names)",
+        ),
     )
+    if not image:
+        sizes = [f"{width}*{height}" for width, height in OUTPUT_SIZES.values()]
+        fields["size"] = (
+            one_of(sizes) | None,
+            Field(default=None, description="WaveSpeed's spelling of the output size, e.g. 1280*720"),
+        )
+    if spec.max_loras:
+        adapters = list[LoraAdapter] | None
+        fields["loras"] = (
+            adapters,
+            Field(default=None, max_length=spec.max_loras, description="LoRA adapters, for every expert"),
+        )
+        if spec.two_experts:
+            for expert in ("high_noise_loras", "low_noise_loras"):
+                fields[expert] = (
+                    adapters,
+                    Field(
+                        default=None,
+                        max_length=spec.max_loras,
+                        description=f"LoRA adapters for the {expert.split('_')[0]}-noise expert only",
+                    ),
+                )
     if "duration" in spec.params:
         durations = one_of(spec.durations)
         fields["duration"] = (
@@ -113,8 +161,11 @@ def schema_name(model_id: str) -> str:
     return "Submit_" + re.sub(r"[^A-Za-z0-9]+", "_", model_id).strip("_")
 
 
-def submit_model(spec: ModelSpec, *, image: bool = True) -> type[BaseModel]:
-    """The input schema of ``POST /api/v3/{spec.id}``."""
+def submit_model(spec: ModelSpec, *, image: bool | None = None) -> type[BaseModel]:
+    """The input schema of ``POST /api/v3/{spec.id}`` (``image``: default, unless the model is
+    text-to-video)."""
+    if image is None:
+        image = not spec.text_to_video
     model: type[BaseModel] = create_model(
         schema_name(spec.id),
         __base__=SubmitBody,
@@ -140,6 +191,17 @@ def submit_examples(spec: ModelSpec) -> dict[str, Any]:
         extra["duration"] = spec.default_duration
     if "seed" in spec.params:
         extra["seed"] = 7
+    if spec.text_to_video:
+        return {
+            "prompt_only": {
+                "summary": "A prompt alone (text-to-video)",
+                "value": {"prompt": "a red fox running through snow", "aspect_ratio": "16:9", **extra},
+            },
+            "size": {
+                "summary": "WaveSpeed's size spelling",
+                "value": {"prompt": "a red fox running through snow", "size": "1280*720", **extra},
+            },
+        }
     return {
         "image_url": {
             "summary": "An image URL",
@@ -174,6 +236,7 @@ RUNWAY_CREATE_SCHEMA = "RunwayImageToVideo"
 def runway_create_model(models: list[ModelSpec]) -> type[BaseModel]:
     """Runway's create body. ``model`` is Runway's name or any Reel model id; ``duration`` spans
     what the models take (gen4_turbo: 2 to 10 s; the others their own)."""
+    models = [spec for spec in models if not spec.text_to_video]  # those go to /v1/text_to_video
     names = [*RUNWAY_MODELS, *(spec.id for spec in models if spec.id not in RUNWAY_MODELS.values())]
     allowed: set[int] = set()
     for spec in models:
@@ -236,4 +299,52 @@ RUNWAY_CREATE_EXAMPLES = {
             "seed": 7,
         },
     },
+}
+
+
+# --- Runway's POST /v1/text_to_video ---------------------------------------------------------------
+
+RUNWAY_TEXT_SCHEMA = "RunwayTextToVideo"
+
+
+def runway_text_model(models: list[ModelSpec]) -> type[BaseModel]:
+    """Runway's text-to-video body: ``model`` is Runway's name (gen4.5) or a Reel t2v model id."""
+    text_models = [spec for spec in models if spec.text_to_video]
+    names = [
+        *(name for name, reel_id in RUNWAY_TEXT_MODELS.items() if any(s.id == reel_id for s in text_models)),
+        *(spec.id for spec in text_models if spec.id not in RUNWAY_TEXT_MODELS.values()),
+    ]
+    allowed: set[int] = set()
+    for spec in text_models:
+        runway_range = RUNWAY_DURATIONS.get(spec.id)
+        allowed.update(runway_range[0] if runway_range else spec.durations)
+    model: type[BaseModel] = create_model(
+        RUNWAY_TEXT_SCHEMA,
+        __config__=ConfigDict(extra="allow"),
+        __doc__="Start a task: a video from a prompt alone.",
+        model=(one_of(names or ["gen4.5"]), Field(description="gen4.5, or a Reel text-to-video model id")),
+        promptText=(
+            str,
+            Field(
+                min_length=1,
+                max_length=MAX_PROMPT_UTF16_UNITS,
+                pattern=NOT_BLANK,
+                description=f"at most {MAX_PROMPT_UTF16_UNITS} UTF-16 code units",
+            ),
+        ),
+        ratio=(one_of(RATIOS), Field(description="the output size in pixels")),
+        duration=(
+            one_of(sorted(allowed or {5})) | None,
+            Field(default=None, description="seconds: 2 to 10 for gen4.5 (default 10)"),
+        ),
+        seed=(int | None, Field(default=None, ge=0, le=MAX_SEED)),
+    )
+    return model
+
+
+RUNWAY_TEXT_EXAMPLE = {
+    "model": "gen4.5",
+    "promptText": "a red fox running through snow",
+    "ratio": "1280:720",
+    "duration": 5,
 }

@@ -28,8 +28,8 @@ class GenerationRequest:
     prediction_id: str
     model: str
     prompt: str
-    image: Image.Image
-    """The input image: RGB, EXIF orientation already applied."""
+    image: Image.Image | None
+    """The input image: RGB, EXIF orientation already applied; None for text-to-video."""
     width: int
     """Output width in pixels (from the contract's aspect-ratio table)."""
     height: int
@@ -37,7 +37,8 @@ class GenerationRequest:
     num_frames: int
     seed: int | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
-    """Model-specific parameters that passed validation (negative_prompt, steps, ...)."""
+    """Model-specific parameters that passed validation (negative_prompt, steps, ...; LoRA
+    adapters as ``loras`` / ``high_noise_loras`` / ``low_noise_loras``: lists of {path, scale})."""
 
 
 class FrameSink(Protocol):

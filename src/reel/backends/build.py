@@ -13,19 +13,21 @@ import logging
 from reel.backends.base import Backend
 from reel.backends.sandbox import SandboxBackend
 from reel.catalog.registry import MODELS
+from reel.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def build_backends(*, sandbox: bool) -> dict[str, Backend]:
-    """One backend per served model id (see the module docstring for the choice)."""
+def build_backends(*, sandbox: bool, settings: Settings | None = None) -> dict[str, Backend]:
+    """One backend per served model id (see the module docstring for the choice); ``settings``
+    (default: from the environment) name the data dir and LoRA limits the diffusers backend uses."""
     shared = SandboxBackend()
     if sandbox:
         return {model_id: shared for model_id in MODELS}
     from reel.backends.diffusers.device import choose_device
-    from reel.settings import Settings
 
-    choice = choose_device(Settings(**{}).device)
+    settings = settings or Settings(**{})
+    choice = choose_device(settings.device)
     if choice.device is None:
         log.warning(
             "NO MODEL RUNTIME: %s. Every model id falls back to the CPU sandbox (not AI generation).",
@@ -43,5 +45,7 @@ def build_backends(*, sandbox: bool) -> dict[str, Backend]:
     log.info("diffusers models run on %s (%s)", choice.device, choice.reason)
     backends: dict[str, Backend] = {}
     for model_id, spec in MODELS.items():
-        backends[model_id] = DiffusersBackend(spec, runtime) if spec.diffusers is not None else shared
+        backends[model_id] = (
+            DiffusersBackend(spec, runtime, settings) if spec.diffusers is not None else shared
+        )
     return backends

@@ -5,6 +5,11 @@ service path (queue, progress, cancel, encode, storage, webhooks) is real and te
 machine without a GPU. Every frame carries a small "SANDBOX" label so its output is never
 mistaken for generated video, and the backend reports ``kind = "sandbox"``.
 
+Without an input image (a text-to-video model) it animates a generated test card instead:
+colour bars, a grid and a centre label reading "SANDBOX TEXT-TO-VIDEO" with the start of the
+prompt, in colours derived from the prompt, so that a text-to-video client sees a moving,
+unmistakably labelled placeholder.
+
 The motion is fixed by the request: the input image is cover-fitted to the output size
 (centre crop, never stretched), then zoomed from 1.0x to 1.15x while panning in a direction
 and by an amount derived from ``seed`` (or from the prompt when there is no seed). The same
@@ -134,7 +139,8 @@ class SandboxBackend:
         directives = parse_directives(request.prompt)
         width, height, total = request.width, request.height, request.num_frames
         camera = _Camera.for_request(request)
-        base = _cover_fit(request.image, width, height)
+        source = request.image if request.image is not None else test_card(request.prompt, width, height)
+        base = _cover_fit(source, width, height)
         label = _Label(width, height)
 
         def render(index: int) -> np.ndarray:
@@ -187,6 +193,54 @@ def _sleep_unless_cancelled(seconds: float, is_cancelled: CancelCheck) -> None:
         if is_cancelled():
             raise GenerationCancelled()
         time.sleep(min(CANCEL_POLL_S, remaining))
+
+
+CARD_TITLE = "SANDBOX TEXT-TO-VIDEO"
+_BARS = ((192, 192, 192), (192, 192, 0), (0, 192, 192), (0, 192, 0), (192, 0, 192), (192, 0, 0), (0, 0, 192))
+
+
+def test_card(prompt: str, width: int, height: int) -> Image.Image:
+    """The picture a text-to-video request animates: a test card labelled as the sandbox's.
+
+    ZOOM_END times the output size, so the push-in stays sharp. The same prompt and size
+    always give the same card (the tint comes from a hash of the prompt).
+    """
+    card_w, card_h = round(width * ZOOM_END), round(height * ZOOM_END)
+    tint = hashlib.sha256(prompt.encode()).digest()[:3]
+    card = Image.new("RGB", (card_w, card_h), tuple(40 + b // 4 for b in tint))
+    draw = ImageDraw.Draw(card)
+    bar_w = card_w / len(_BARS)
+    for index, colour in enumerate(_BARS):
+        draw.rectangle((round(index * bar_w), 0, round((index + 1) * bar_w), card_h // 3), fill=colour)
+    step = max(8, min(card_w, card_h) // 12)
+    for x in range(0, card_w, step):
+        draw.line((x, card_h // 3, x, card_h), fill=(90, 90, 90))
+    for y in range(card_h // 3, card_h, step):
+        draw.line((0, y, card_w, y), fill=(90, 90, 90))
+    font_px = max(10, min(card_w, card_h) // 14)
+    title_font = ImageFont.load_default(size=font_px)
+    text_font = ImageFont.load_default(size=max(8, font_px // 2))
+    centre = (card_w / 2, card_h * 0.6)
+    draw.text(
+        centre,
+        CARD_TITLE,
+        fill=(255, 255, 255),
+        font=title_font,
+        anchor="md",
+        stroke_width=2,
+        stroke_fill=(0, 0, 0),
+    )
+    caption = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+    draw.text(
+        (centre[0], centre[1] + font_px // 2),
+        caption,
+        fill=(255, 255, 255),
+        font=text_font,
+        anchor="ma",
+        stroke_width=1,
+        stroke_fill=(0, 0, 0),
+    )
+    return card
 
 
 def _cover_fit(image: Image.Image, width: int, height: int) -> Image.Image:

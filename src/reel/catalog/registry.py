@@ -24,6 +24,13 @@ from reel.catalog.diffusers_config import ConfigError, DiffusersConfig, parse_di
 BUNDLED_REGISTRY = Path(__file__).with_name("models.toml")
 API_PARAMS = ("duration", "seed", "negative_prompt", "num_inference_steps", "guidance_scale")
 """Optional submit fields a model may accept besides prompt, image and aspect_ratio."""
+TASKS = ("i2v", "t2v")
+"""What a model id generates from: an image and a prompt, or a prompt alone."""
+TEXT_TO_VIDEO_FAMILIES = ("wan2.2-ti2v", "ltx-video", "sandbox")
+"""Families that can generate from a prompt alone (the 14B I2V checkpoints need an image)."""
+LORA_FAMILIES = ("wan2.2-ti2v", "wan2.1-i2v", "wan2.2-i2v-a14b", "sandbox")
+DEFAULT_MAX_LORAS = 3
+"""WaveSpeed's limit on its Wan LoRA endpoints."""
 DEFAULT_RANGES: dict[str, tuple[float, float]] = {
     "num_inference_steps": (1, 100),
     "guidance_scale": (1.0, 20.0),
@@ -37,6 +44,9 @@ _MODEL_KEYS = {
     "default_duration",
     "params",
     "ranges",
+    "task",
+    "loras",
+    "max_loras",
 }
 _ENGINE_KEYS = {
     "weights",
@@ -87,6 +97,19 @@ class ModelSpec:
     """Inclusive bounds of the numeric parameters (num_inference_steps, guidance_scale)."""
     diffusers: DiffusersConfig | None = None
     """How the diffusers backend runs this id; None for sandbox-only ids."""
+    task: str = "i2v"
+    """``i2v``: a prompt and an image (required); ``t2v``: a prompt alone (no image)."""
+    max_loras: int = 0
+    """How many LoRA adapters a request may apply (per expert); 0 = this id takes none."""
+
+    @property
+    def text_to_video(self) -> bool:
+        return self.task == "t2v"
+
+    @property
+    def two_experts(self) -> bool:
+        """Wan 2.2 A14B: a request may give the high-noise and low-noise experts their own LoRAs."""
+        return self.diffusers is not None and self.diffusers.family == "wan2.2-i2v-a14b"
 
 
 def load_registry(path: Path) -> dict[str, ModelSpec]:
@@ -164,6 +187,22 @@ def _parse_model(where: str, model_id: str, table: dict[str, Any], base_dir: Pat
             raise ConfigError(f"{where}: ranges.{name} must be [low, high]")
         ranges[name] = (bounds[0], bounds[1])
     family = table.get("family", "sandbox")
+    task = table.get("task", "i2v")
+    if task not in TASKS:
+        raise ConfigError(f"{where}: task must be one of {', '.join(TASKS)}")
+    if task == "t2v" and family not in TEXT_TO_VIDEO_FAMILIES:
+        raise ConfigError(
+            f'{where}: family {family} needs an input image; text-to-video (task = "t2v") '
+            f"works with {', '.join(TEXT_TO_VIDEO_FAMILIES)}"
+        )
+    loras = table.get("loras", False)
+    if not isinstance(loras, bool):
+        raise ConfigError(f"{where}: loras must be true or false")
+    max_loras = table.get("max_loras", DEFAULT_MAX_LORAS)
+    if not isinstance(max_loras, int) or isinstance(max_loras, bool) or not 1 <= max_loras <= 8:
+        raise ConfigError(f"{where}: max_loras must be a whole number from 1 to 8")
+    if loras and family not in LORA_FAMILIES:
+        raise ConfigError(f"{where}: LoRA adapters are supported for {', '.join(LORA_FAMILIES)}")
     engine = None
     if family != "sandbox":
         engine = parse_diffusers_config(where, table)
@@ -177,6 +216,8 @@ def _parse_model(where: str, model_id: str, table: dict[str, Any], base_dir: Pat
         params=frozenset(params),
         ranges={name: ranges[name] for name in DEFAULT_RANGES if name in params},
         diffusers=engine,
+        task=task,
+        max_loras=max_loras if loras else 0,
     )
 
 

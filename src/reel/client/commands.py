@@ -21,6 +21,8 @@ from reel.client.api import TERMINAL, ClientError, ReelClient
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 DEFAULT_MODEL = "runwayml/gen4-turbo"
+DEFAULT_TEXT_MODEL = "wavespeed-ai/wan-2.2/t2v-5b-720p"
+"""What ``reel run`` without an image uses: text-to-video on the same Wan 2.2 TI2V-5B."""
 INTERRUPTED = 130  # the shell's code for "ended by Ctrl-C"
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # messages are never wrapped mid-way
@@ -139,15 +141,30 @@ def _image_argument(client: ReelClient, image: str) -> str:
 
 
 def run(
-    image: Annotated[str, typer.Argument(help="A local PNG, JPEG or WebP file (uploaded first), or a URL.")],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="What should happen in the video.")],
+    image: Annotated[
+        str | None,
+        typer.Argument(
+            help="A local PNG, JPEG or WebP file (uploaded first), or a URL; without one, the "
+            "video is made from the prompt alone (text-to-video).",
+            show_default=False,
+        ),
+    ] = None,
     aspect_ratio: Annotated[
         str | None,
         typer.Option(
-            help="16:9, 9:16, 4:3, 3:4 or 1:1 (default: the closest to the image).", show_default=False
+            help="16:9, 9:16, 4:3, 3:4 or 1:1 (default: the closest to the image; 16:9 without one).",
+            show_default=False,
         ),
     ] = None,
-    model: Annotated[str, typer.Option(help="Model id, as in GET /api/v3/models.")] = DEFAULT_MODEL,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Model id, as in GET /api/v3/models (default: {DEFAULT_MODEL}, or {DEFAULT_TEXT_MODEL} "
+            "without an image).",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -160,13 +177,17 @@ def run(
     server: ServerOpt = DEFAULT_SERVER,
     key: KeyOpt = None,
 ) -> None:
-    """Generate a video from IMAGE and save it as an MP4; prints the file's path.
+    """Generate a video from IMAGE (or from the prompt alone) and save it as an MP4; prints the
+    file's path.
 
     Ctrl-C cancels the prediction on the server.
     """
+    model = model or (DEFAULT_MODEL if image is not None else DEFAULT_TEXT_MODEL)
     with _client(server, key) as client:
         try:
-            payload: dict[str, Any] = {"prompt": prompt, "image": _image_argument(client, image)}
+            payload: dict[str, Any] = {"prompt": prompt}
+            if image is not None:
+                payload["image"] = _image_argument(client, image)
             for name, value in (("aspect_ratio", aspect_ratio), ("duration", duration), ("seed", seed)):
                 if value is not None:
                     payload[name] = value

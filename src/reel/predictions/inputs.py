@@ -6,12 +6,13 @@ happen in ``reel.predictions.images``. Every failure names the field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reel.catalog.registry import ModelSpec
 from reel.errors import InvalidInput
 from reel.media.images import OUTPUT_SIZES
+from reel.predictions.lora_inputs import LoraRef, parse_loras
 
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 4_294_967_295
@@ -20,7 +21,8 @@ MAX_SEED = 4_294_967_295
 @dataclass(frozen=True)
 class SubmitInput:
     prompt: str
-    image: str
+    image: str | None
+    """None for a text-to-video model."""
     aspect_ratio: str | None
     duration: int
     seed: int | None
@@ -29,6 +31,8 @@ class SubmitInput:
     enable_base64_output: bool
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
+    loras: dict[str, tuple[LoraRef, ...]] = field(default_factory=dict)
+    """LoRA adapters by request field (``loras``, ``high_noise_loras``, ``low_noise_loras``)."""
 
 
 def _bool_field(body: dict[str, Any], name: str) -> bool:
@@ -60,12 +64,21 @@ def parse_submit(spec: ModelSpec, body: Any) -> SubmitInput:
         raise InvalidInput("prompt", f"is {len(prompt)} characters, over the {MAX_PROMPT_CHARS} limit")
 
     image = body.get("image")
-    if not isinstance(image, str) or not image.strip():
+    if spec.text_to_video:
+        if image not in (None, ""):
+            raise InvalidInput(
+                "image", f"{spec.id} makes a video from the prompt alone; use an image-to-video model"
+            )
+        image = None
+    elif not isinstance(image, str) or not image.strip():
         raise InvalidInput(
             "image", "is required: an http(s) URL, an uploaded file's download_url, or base64 data"
         )
 
     aspect_ratio = _optional_str(body, "aspect_ratio")
+    size = _optional_str(body, "size")
+    if size is not None and aspect_ratio is None:
+        aspect_ratio = _ratio_of_size(size)
     if aspect_ratio is not None and aspect_ratio not in OUTPUT_SIZES:
         allowed = ", ".join(OUTPUT_SIZES)
         raise InvalidInput("aspect_ratio", f"{aspect_ratio!r} is not supported; use one of {allowed}")
@@ -99,7 +112,7 @@ def parse_submit(spec: ModelSpec, body: Any) -> SubmitInput:
 
     return SubmitInput(
         prompt=prompt,
-        image=image.strip(),
+        image=image.strip() if image is not None else None,
         aspect_ratio=aspect_ratio,
         duration=duration,
         seed=seed,
@@ -108,7 +121,17 @@ def parse_submit(spec: ModelSpec, body: Any) -> SubmitInput:
         enable_base64_output=_bool_field(body, "enable_base64_output"),
         num_inference_steps=None if num_inference_steps is None else int(num_inference_steps),
         guidance_scale=guidance_scale,
+        loras=parse_loras(spec, body),
     )
+
+
+def _ratio_of_size(size: str) -> str:
+    """WaveSpeed's text-to-video ``size`` ("1280*720") as the ratio whose output size it is."""
+    for ratio, (width, height) in OUTPUT_SIZES.items():
+        if size.replace(" ", "") in (f"{width}*{height}", f"{width}x{height}"):
+            return ratio
+    allowed = ", ".join(f"{w}*{h}" for w, h in OUTPUT_SIZES.values())
+    raise InvalidInput("size", f"{size!r} is not supported; use one of {allowed}")
 
 
 def _ranged_number(spec: ModelSpec, body: dict[str, Any], name: str, *, integer: bool) -> float | None:

@@ -132,7 +132,9 @@ class RetentionSweep:
             ).all()
             if not rows:
                 return
-            blobs: dict[str, set[str]] = {pid: {input_blob, *outputs} for pid, input_blob, outputs in rows}
+            blobs: dict[str, set[str]] = {
+                pid: {*([input_blob] if input_blob else []), *outputs} for pid, input_blob, outputs in rows
+            }
             for pid, blob_key in session.execute(
                 select(StoredFile.prediction_id, StoredFile.blob_key).where(
                     StoredFile.prediction_id.in_(list(blobs))

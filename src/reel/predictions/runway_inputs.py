@@ -17,7 +17,9 @@ from reel.predictions.inputs import MAX_SEED, SubmitInput
 from reel.predictions.service import SubmitDialect
 
 RUNWAY_MODELS: dict[str, str] = {"gen4_turbo": "runwayml/gen4-turbo"}
-"""Runway's model names → Reel's model ids. Reel's own ids are accepted as they are."""
+"""Runway's image-to-video model names → Reel's model ids. Reel's own ids are accepted as they are."""
+RUNWAY_TEXT_MODELS: dict[str, str] = {"gen4.5": "wavespeed-ai/wan-2.2/t2v-5b-720p"}
+"""Runway's text-to-video model names → Reel's (the same Wan 2.2 TI2V-5B as gen4_turbo)."""
 
 RATIOS: dict[str, str] = {
     "1280:720": "16:9",
@@ -32,18 +34,40 @@ RATIOS: dict[str, str] = {
 MAX_PROMPT_UTF16_UNITS = 1000
 # Runway's gen4_turbo takes any whole number of seconds from 2 to 10 and defaults to 10;
 # Reel's other models keep the durations they document.
-RUNWAY_DURATIONS: dict[str, tuple[range, int]] = {"runwayml/gen4-turbo": (range(2, 11), 10)}
+RUNWAY_DURATIONS: dict[str, tuple[range, int]] = {
+    "runwayml/gen4-turbo": (range(2, 11), 10),
+    # gen4.5 (text-to-video) takes 2 to 10 s too; the SDK always sends one.
+    "wavespeed-ai/wan-2.2/t2v-5b-720p": (range(2, 11), 10),
+}
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
-def reel_model(name: object) -> str:
-    """The Reel model id a Runway ``model`` field names."""
+def reel_model(name: object, *, text_to_video: bool = False) -> str:
+    """The Reel model id a Runway ``model`` field names, for ``POST /v1/image_to_video`` or
+    (``text_to_video``) ``POST /v1/text_to_video``."""
+    names = RUNWAY_TEXT_MODELS if text_to_video else RUNWAY_MODELS
     if not isinstance(name, str) or not name:
-        raise InvalidInput("model", "is required, e.g. gen4_turbo")
-    model = RUNWAY_MODELS.get(name, name)
-    if get_spec(model) is None:
-        served = ", ".join([*RUNWAY_MODELS, *(m for m in MODELS if m not in RUNWAY_MODELS.values())])
-        raise InvalidInput("model", f"{name!r} is not served here; use one of {served}")
+        raise InvalidInput("model", f"is required, e.g. {next(iter(names))}")
+    model = {**RUNWAY_MODELS, **RUNWAY_TEXT_MODELS}.get(name, name)  # the other endpoint's names too
+    spec = get_spec(model)
+    if spec is None or spec.text_to_video != text_to_video:
+        served = ", ".join(
+            [
+                *(n for n, m in names.items() if m in MODELS),
+                *(
+                    m
+                    for m, s in MODELS.items()
+                    if s.text_to_video == text_to_video and m not in names.values()
+                ),
+            ]
+        )
+        if spec is None:
+            why = "is not served here"
+        elif text_to_video:
+            why = "needs an image (POST /v1/image_to_video)"
+        else:
+            why = "makes video from text alone (POST /v1/text_to_video)"
+        raise InvalidInput("model", f"{name!r} {why}; use one of {served}")
     return model
 
 
@@ -101,32 +125,59 @@ def _seed(body: dict[str, Any]) -> int | None:
     return raw
 
 
-def parse_runway_submit(spec: ModelSpec, body: Any) -> SubmitInput:
-    if not isinstance(body, dict):
-        raise InvalidInput("body", "must be a JSON object")
-
+def _prompt_text(body: dict[str, Any], *, required: bool) -> str:
     prompt = body.get("promptText")
-    if prompt is None:
-        prompt = ""
-    elif not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidInput("promptText", "must be a non-empty string when given")
-    elif (units := utf16_units(prompt)) > MAX_PROMPT_UTF16_UNITS:
+    if prompt is None and not required:
+        return ""
+    if not isinstance(prompt, str) or not prompt.strip():
+        rule = "is required: a non-empty string" if required else "must be a non-empty string when given"
+        raise InvalidInput("promptText", rule)
+    if (units := utf16_units(prompt)) > MAX_PROMPT_UTF16_UNITS:
         raise InvalidInput(
             "promptText", f"is {units} UTF-16 code units, over the {MAX_PROMPT_UTF16_UNITS} limit"
         )
+    return prompt
 
-    image = _prompt_image(body.get("promptImage"))
 
+def _ratio(body: dict[str, Any]) -> str:
     ratio = body.get("ratio")
     if ratio is None:
         raise InvalidInput("ratio", f"is required: one of {', '.join(RATIOS)}")
     if not isinstance(ratio, str) or ratio not in RATIOS:
         raise InvalidInput("ratio", f"{ratio!r} is not supported; use one of {', '.join(RATIOS)}")
+    return RATIOS[ratio]
+
+
+def parse_runway_text_submit(spec: ModelSpec, body: Any) -> SubmitInput:
+    """A ``POST /v1/text_to_video`` body: ``promptText`` (required), ``ratio``, ``duration``, ``seed``."""
+    if not isinstance(body, dict):
+        raise InvalidInput("body", "must be a JSON object")
+    if body.get("promptImage") is not None:
+        raise InvalidInput("promptImage", "is not taken by text_to_video; use POST /v1/image_to_video")
+    return SubmitInput(
+        prompt=_prompt_text(body, required=True),
+        image=None,
+        aspect_ratio=_ratio(body),
+        duration=_duration(spec, body),
+        seed=_seed(body),
+        negative_prompt=None,
+        enable_sync_mode=False,
+        enable_base64_output=False,
+    )
+
+
+def parse_runway_submit(spec: ModelSpec, body: Any) -> SubmitInput:
+    if not isinstance(body, dict):
+        raise InvalidInput("body", "must be a JSON object")
+
+    prompt = _prompt_text(body, required=False)
+    image = _prompt_image(body.get("promptImage"))
+    aspect_ratio = _ratio(body)
 
     return SubmitInput(
         prompt=prompt,
         image=image,
-        aspect_ratio=RATIOS[ratio],
+        aspect_ratio=aspect_ratio,
         duration=_duration(spec, body),
         seed=_seed(body),
         negative_prompt=None,
@@ -156,3 +207,4 @@ def recorded_runway_input(body: dict[str, Any]) -> dict[str, Any]:
 
 
 RUNWAY = SubmitDialect("runway", parse_runway_submit, recorded_runway_input, image_field="promptImage")
+RUNWAY_TEXT = SubmitDialect("runway-t2v", parse_runway_text_submit, dict)

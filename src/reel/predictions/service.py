@@ -58,6 +58,8 @@ class SubmitDialect:
 
 
 WAVESPEED = SubmitDialect("wavespeed", parse_submit, recorded_input)
+TEXT_TO_VIDEO_RATIO = "16:9"
+"""A text-to-video request without an aspect ratio gets landscape, as WaveSpeed's do."""
 
 
 @dataclass(frozen=True)
@@ -132,14 +134,19 @@ class PredictionService:
         with self._sessions() as session:  # refuse early, before fetching and decoding the image
             self._limits.check(session, owner.key_id, lock=False)
 
-        image = self._images.load(owner, parsed.image, field=dialect.image_field)
-        aspect_ratio = parsed.aspect_ratio or closest_aspect_ratio(image.width, image.height)
-        width, height = RENDER_SIZES[aspect_ratio]
+        self._check_lora_urls(parsed)
         prediction_id = new_prediction_id()
-        input_blob = f"inputs/{prediction_id}.png"
-        png = io.BytesIO()
-        image.save(png, format="PNG")
-        self._blobs.put_bytes(input_blob, png.getvalue())
+        input_blob: str | None = None
+        if parsed.image is None:  # text-to-video
+            aspect_ratio = parsed.aspect_ratio or TEXT_TO_VIDEO_RATIO
+        else:
+            image = self._images.load(owner, parsed.image, field=dialect.image_field)
+            aspect_ratio = parsed.aspect_ratio or closest_aspect_ratio(image.width, image.height)
+            input_blob = f"inputs/{prediction_id}.png"
+            png = io.BytesIO()
+            image.save(png, format="PNG")
+            self._blobs.put_bytes(input_blob, png.getvalue())
+        width, height = RENDER_SIZES[aspect_ratio]
 
         row = Prediction(
             id=prediction_id,
@@ -159,6 +166,7 @@ class PredictionService:
                 "negative_prompt": parsed.negative_prompt,
                 "num_inference_steps": parsed.num_inference_steps,
                 "guidance_scale": parsed.guidance_scale,
+                **{name: [ref.as_param() for ref in refs] for name, refs in parsed.loras.items()},
             },
             input_blob=input_blob,
             outputs=[],
@@ -182,12 +190,14 @@ class PredictionService:
                 self._dispatcher.submitted(session, prediction_id, model)
         except IntegrityError:
             # A concurrent duplicate recorded the same Idempotency-Key first: answer with its prediction.
-            self._delete_blob(input_blob, "a duplicate submit")
+            if input_blob is not None:
+                self._delete_blob(input_blob, "a duplicate submit")
             if idempotent is None or (earlier := self._idempotency.find(idempotent)) is None:
                 raise
             return Submission(self.get(owner, earlier), parsed.enable_sync_mode, replayed=True)
         except RateLimited:
-            self._delete_blob(input_blob, "a rate-limited submit")
+            if input_blob is not None:
+                self._delete_blob(input_blob, "a rate-limited submit")
             # A concurrent duplicate of an accepted request: it is answered, not counted.
             if idempotent is not None and (earlier := self._idempotency.find(idempotent)) is not None:
                 return Submission(self.get(owner, earlier), parsed.enable_sync_mode, replayed=True)
@@ -195,7 +205,8 @@ class PredictionService:
         except Exception:
             # Nothing was recorded (the database is down, say): the caller gets the error, and the
             # input stored for a prediction that does not exist must not stay behind.
-            self._delete_blob(input_blob, "a failed submit")
+            if input_blob is not None:
+                self._delete_blob(input_blob, "a failed submit")
             raise
         with prediction_context(prediction_id, key_id=owner.key_id, model=model):
             log.info(
@@ -210,6 +221,20 @@ class PredictionService:
             self._blobs.delete(key)
         except StorageUnavailable as exc:
             log.error("%s left blob %s behind: %s", why, key, exc.message)
+
+    def _check_lora_urls(self, parsed: SubmitInput) -> None:
+        """Refuse a LoRA URL whose host is not allowed now, rather than fail the prediction later
+        (the worker's fetch checks again: DNS may change in between)."""
+        for name, refs in parsed.loras.items():
+            for index, ref in enumerate(refs):
+                if ref.kind != "url":
+                    continue
+                try:
+                    validate_public_url(ref.path, allow_private=self._allow_private_urls)
+                except BlockedAddress as exc:
+                    raise InvalidInput(f"{name}[{index}].path", f"URL refused: {exc.message}") from exc
+                except FetchError as exc:
+                    raise InvalidInput(f"{name}[{index}].path", exc.message) from exc
 
     def _check_webhook(self, url: str) -> None:
         if len(url) > 2000:
@@ -295,7 +320,8 @@ class PredictionService:
                 if row.status in ACTIVE:
                     transitions.cancel(row)
                 row.deleted_at = utcnow()
-                blob_keys.append(row.input_blob)
+                if row.input_blob is not None:
+                    blob_keys.append(row.input_blob)
                 blob_keys.extend(row.outputs)
             found = [row.id for row in rows]
             if found:

@@ -80,8 +80,8 @@ class Prediction(Base):
     """The request as given, with inline image data replaced by a short placeholder."""
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     """The validated generation parameters the worker runs with."""
-    input_blob: Mapped[str] = mapped_column(String(300))
-    """Storage key of the decoded input image (PNG)."""
+    input_blob: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    """Storage key of the decoded input image (PNG); None for text-to-video."""
     outputs: Mapped[list[str]] = mapped_column(JSON, default=list)
     """Storage keys of the output videos."""
     output_file_ids: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -14,6 +14,7 @@ const RATIOS = [
 const IMAGE_TYPES = ["image/png", "image/jpeg", "image/webp"];
 const TERMINAL = new Set(["completed", "failed", "cancelled", "deleted", "timeout"]);
 const DEFAULT_MODEL = "runwayml/gen4-turbo";
+const DEFAULT_TEXT_MODEL = "wavespeed-ai/wan-2.2/t2v-5b-720p";
 const POLL_MS = 500;
 const HISTORY_REFRESH_MS = 1500;
 const HISTORY_PAGE_SIZE = 8;
@@ -334,7 +335,11 @@ function showModel() {
   $("seed").disabled = !parameters.includes("seed");
   const notes = [];
   if (model.sandbox) {
-    notes.push("Sandbox backend: it animates your image with a camera move and stamps “SANDBOX”. It is not AI generation.");
+    notes.push(
+      takesImage(model)
+        ? "Sandbox backend: it animates your image with a camera move and stamps “SANDBOX”. It is not AI generation."
+        : "Sandbox backend: it animates a test card labelled “SANDBOX TEXT-TO-VIDEO”. It is not AI generation.",
+    );
   }
   if (!model.ready && model.reason) notes.push(`Not ready: ${model.reason}`);
   $("model-note").textContent = notes.join(" ");
@@ -350,7 +355,8 @@ function setBusy(busy) {
 }
 
 function buildInput(image) {
-  const input = { prompt: $("prompt").value.trim(), image };
+  const input = { prompt: $("prompt").value.trim() };
+  if (image) input.image = image;
   const { value } = chosenRatio();
   if (value !== "auto") input.aspect_ratio = value;
   if (!$("duration").disabled && $("duration").value) input.duration = Number($("duration").value);
@@ -359,17 +365,37 @@ function buildInput(image) {
   return input;
 }
 
+// A model takes an image unless the listing says otherwise (text-to-video ids have no `image`).
+function takesImage(model) {
+  return (model.parameters || ["image"]).includes("image");
+}
+
+// With an image the chosen model must be image-to-video, without one text-to-video: the
+// chosen one when it fits, else its counterpart (i2v <-> t2v in the id), else the default.
+function modelFor(hasImage) {
+  const chosen = $("model").value;
+  const fits = (id) => state.models.some((m) => m.id === id && takesImage(m) === hasImage);
+  if (fits(chosen)) return chosen;
+  const counterpart = hasImage ? chosen.replace("/t2v", "/i2v") : chosen.replace("/i2v", "/t2v");
+  if (fits(counterpart)) return counterpart;
+  const fallback = hasImage ? DEFAULT_MODEL : DEFAULT_TEXT_MODEL;
+  if (fits(fallback)) return fallback;
+  return state.models.find((m) => takesImage(m) === hasImage)?.id || null;
+}
+
 async function onSubmit(event) {
   event.preventDefault();
   if (state.busy) return;
   clearAlert();
   const url = $("image-url").value.trim();
+  const hasImage = Boolean(state.file || url);
+  const model = modelFor(hasImage);
   const problem = !apiKey()
     ? ["key", "Enter your API key first (create one with `make key`)."]
-    : !state.file && !url
-      ? ["file", "Choose an image file, drop one on the form, or enter an image URL."]
-      : !$("prompt").value.trim()
-        ? ["prompt", "Write a prompt describing the motion you want."]
+    : !$("prompt").value.trim()
+      ? ["prompt", hasImage ? "Write a prompt describing the motion you want." : "Write a prompt describing the video you want."]
+      : !model
+        ? ["file", "Choose an image file, drop one on the form, or enter an image URL: no text-to-video model is served here."]
         : null;
   if (problem) {
     showAlert(problem[1]);
@@ -386,11 +412,10 @@ async function onSubmit(event) {
       setStatus("Uploading the image…", null);
       image = await uploadFile(state.file);
     }
-    setStatus("Submitting…", null);
-    const model = $("model").value;
-    const prediction = await api("POST", `/api/v3/${model}`, buildInput(image));
+    setStatus(hasImage ? "Submitting…" : `No image: text-to-video with ${model}. Submitting…`, null);
+    const prediction = await api("POST", `/api/v3/${model}`, buildInput(hasImage ? image : null));
     submitted = true;
-    rememberInput(prediction.id, image);
+    if (hasImage) rememberInput(prediction.id, image);
     state.current = prediction.id;
     $("cancel").disabled = false;
     showPrediction(prediction);

@@ -44,7 +44,7 @@ def requested_models(settings: Settings) -> list[str]:
 
 
 def served_backends(settings: Settings) -> dict[str, Backend]:
-    backends = build_backends(sandbox=settings.sandbox)
+    backends = build_backends(sandbox=settings.sandbox, settings=settings)
     wanted = requested_models(settings)
     if not wanted:
         return backends

@@ -63,6 +63,16 @@ from reel.worker.periodic import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
+GENERATION_PARAMS = (
+    "negative_prompt",
+    "duration",
+    "num_inference_steps",
+    "guidance_scale",
+    "loras",
+    "high_noise_loras",
+    "low_noise_loras",
+)
+"""The stored params a backend receives as ``GenerationRequest.params``."""
 FIRST_RETRY_S = 0.2
 MAX_RETRY_S = 5.0
 
@@ -295,14 +305,16 @@ class Worker:
                     return Cancelled()
                 params = dict(row.params)
                 input_blob = row.input_blob
-            stage = "reading the input image"
-            try:
-                data = self._blobs.read_bytes(input_blob)
-            except FileNotFoundError:
-                if running.stopped() or self._was_cancelled(claim):
-                    return Cancelled()  # deleted meanwhile, and its input with it
-                return Failed(FailureCode.INTERNAL, "the input image is no longer in storage")
-            image = Image.open(io.BytesIO(data)).convert("RGB")
+            image = None  # text-to-video
+            if input_blob is not None:
+                stage = "reading the input image"
+                try:
+                    data = self._blobs.read_bytes(input_blob)
+                except FileNotFoundError:
+                    if running.stopped() or self._was_cancelled(claim):
+                        return Cancelled()  # deleted meanwhile, and its input with it
+                    return Failed(FailureCode.INTERNAL, "the input image is no longer in storage")
+                image = Image.open(io.BytesIO(data)).convert("RGB")
             stage = "generating"
             generated = self._generate(running, self._request(claim, params, image), scratch)
             if isinstance(generated, _Pending):
@@ -355,7 +367,7 @@ class Worker:
         return Completed(output, generated, flagged)
 
     @staticmethod
-    def _request(claim: Claim, params: dict[str, object], image: Image.Image) -> GenerationRequest:
+    def _request(claim: Claim, params: dict[str, object], image: Image.Image | None) -> GenerationRequest:
         return GenerationRequest(
             prediction_id=claim.prediction_id,
             model=claim.model,
@@ -366,11 +378,7 @@ class Worker:
             fps=int(params["fps"]),  # type: ignore[call-overload]
             num_frames=int(params["num_frames"]),  # type: ignore[call-overload]
             seed=params.get("seed"),  # type: ignore[arg-type]
-            params={
-                k: v
-                for k, v in params.items()
-                if k in ("negative_prompt", "duration", "num_inference_steps", "guidance_scale")
-            },
+            params={k: v for k, v in params.items() if k in GENERATION_PARAMS},
         )
 
     def _generate(

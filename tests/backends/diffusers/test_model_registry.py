@@ -90,6 +90,11 @@ GOOD = {
         ({"like": '"a/b"'}, "'like' loops"),
         ({"durations": "[5]", "default_duration": "10"}, "default_duration 10"),
         ({"num_inference_steps": None}, "num_inference_steps is required"),
+        ({"task": '"v2v"'}, "task must be one of i2v, t2v"),
+        ({"task": '"t2v"', "family": '"wan2.1-i2v"'}, "family wan2.1-i2v needs an input image"),
+        ({"loras": '"yes"'}, "loras must be true or false"),
+        ({"loras": "true", "max_loras": "0"}, "max_loras must be a whole number from 1 to 8"),
+        ({"loras": "true", "family": '"ltx-video"'}, "LoRA adapters are supported for"),
     ],
 )
 def test_registry_mistakes_name_the_model_and_key(
@@ -231,3 +236,38 @@ def test_weights_already_on_the_device_count_as_available() -> None:
     assert resident >= weights > 0  # parameters, plus buffers such as rotary tables
     assert _resident_bytes(pipe, torch.device("meta")) == 0
     assert _resident_bytes(None, torch.device("cpu")) == 0
+
+
+def test_task_and_loras_keys(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    table = "\n".join(f"{k} = {v}" for k, v in GOOD.items())
+    path.write_text(
+        f'[models."a/t2v"]\n{table}\ntask = "t2v"\n'
+        f'[models."a/lora"]\n{table}\nloras = true\nmax_loras = 2\n'
+        f'[models."a/plain"]\n{table}\nmax_loras = 5\n'
+    )
+    specs = load_registry(path)
+    assert specs["a/t2v"].text_to_video and specs["a/t2v"].max_loras == 0
+    assert not specs["a/lora"].text_to_video and specs["a/lora"].max_loras == 2
+    assert specs["a/plain"].max_loras == 0  # a maximum without loras = true takes none
+
+
+def test_bundled_registry_serves_text_to_video_and_lora_ids() -> None:
+    from reel.catalog.registry import BUNDLED_REGISTRY
+
+    specs = load_registry(BUNDLED_REGISTRY)
+    assert specs["wavespeed-ai/wan-2.2/t2v-5b-720p"].text_to_video
+    assert specs["wavespeed-ai/ltx-video/t2v"].text_to_video
+    lora_ids = [model_id for model_id, spec in specs.items() if spec.max_loras]
+    assert sorted(lora_ids) == sorted(
+        [
+            "wavespeed-ai/wan-2.2/i2v-5b-720p-lora",
+            "wavespeed-ai/wan-2.2/t2v-5b-720p-lora",
+            "wavespeed-ai/wan-2.2/i2v-720p-lora",
+            "wavespeed-ai/wan-2.2/i2v-480p-lora",
+            "wavespeed-ai/wan-2.1/i2v-480p-lora",
+            "wavespeed-ai/wan-2.1/i2v-720p-lora",
+        ]
+    )
+    assert all(specs[model_id].max_loras == 3 for model_id in lora_ids)
+    assert specs["wavespeed-ai/wan-2.2/i2v-720p-lora"].two_experts

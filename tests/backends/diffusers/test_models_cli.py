@@ -72,6 +72,27 @@ def test_pull_checks_a_local_directory_and_reports_what_cannot_be_fetched(model_
     assert unknown.returncode == 1 and "not in the registry" in unknown.stderr
 
 
+def test_make_tiny_lora_writes_a_lora_and_pull_lora_says_what_went_wrong(tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    from safetensors import safe_open
+
+    env = {**TEST_ENV, "HF_HOME": str(tmp_path / "hf")}
+    made = reel(
+        "models", "make-tiny-lora", str(tmp_path / "loras"), "--family", "wan2.1-i2v", "--seed", "4", env=env
+    )
+    assert made.returncode == 0, made.stderr
+    written = Path(made.stdout.strip())
+    assert written == tmp_path / "loras" / "tiny-wan2.1-i2v-lora-4.safetensors"
+    with safe_open(str(written), framework="pt") as handle:
+        keys = list(handle.keys())
+    assert keys and all(key.startswith("transformer.blocks.") and ".lora_" in key for key in keys)
+
+    unknown = reel("models", "make-tiny-lora", str(tmp_path / "x"), "--family", "ltx-video", env=env)
+    assert unknown.returncode == 2 and "wan2.2-ti2v" in unknown.stderr
+    offline = reel("models", "pull-lora", "reel-tests/no-such-lora", env=env)  # HF_HUB_OFFLINE=1
+    assert offline.returncode == 1 and "reel-tests/no-such-lora" in offline.stderr
+
+
 def test_worker_takes_a_gpu_index() -> None:
     shown = reel("worker", "--help", env={})
     assert shown.returncode == 0

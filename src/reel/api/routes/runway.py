@@ -1,4 +1,4 @@
-"""Runway's API (``/v1``, version 2024-11-06): image_to_video, tasks and uploads.
+"""Runway's API (``/v1``, version 2024-11-06): image_to_video, text_to_video, tasks and uploads.
 
 A task is a prediction seen through Runway's vocabulary: the same keys, store and worker as
 the WaveSpeed routes; only the spelling of requests, replies and errors differs (see
@@ -29,13 +29,18 @@ from reel.api.multipart_body import read_file_part
 from reel.api.openapi import errors, json_body, links, named_json_body
 from reel.api.runway_view import RUNWAY_VERSION, created_task, prediction_id, task_object
 from reel.api.schemas import CreatedTask, RunwayUploadTicket, Task, wire
-from reel.api.submit_schemas import RUNWAY_CREATE_EXAMPLES, RUNWAY_CREATE_SCHEMA
+from reel.api.submit_schemas import (
+    RUNWAY_CREATE_EXAMPLES,
+    RUNWAY_CREATE_SCHEMA,
+    RUNWAY_TEXT_EXAMPLE,
+    RUNWAY_TEXT_SCHEMA,
+)
 from reel.errors import Conflict, InvalidInput, NotFound, TooLarge
 from reel.lifecycle.states import ACTIVE
 from reel.predictions.idempotency import HEADER as IDEMPOTENCY_HEADER
 from reel.predictions.image_source import runway_uri
 from reel.predictions.keys import Principal
-from reel.predictions.runway_inputs import RUNWAY, reel_model
+from reel.predictions.runway_inputs import RUNWAY, RUNWAY_TEXT, reel_model
 from reel.predictions.views import PredictionRow
 from reel.wiring import Services
 
@@ -93,6 +98,35 @@ async def image_to_video(request: Request, key: CurrentKey, services: ServicesDe
         None,
         idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
         dialect=RUNWAY,
+    )
+    headers = {"Idempotent-Replayed": "true"} if submission.replayed else None
+    return JSONResponse(wire(CreatedTask, created_task(submission.prediction)), headers=headers)
+
+
+@router.post(
+    "/text_to_video",
+    summary="Start a task: a video from a prompt alone (Runway's gen4.5)",
+    response_model=CreatedTask,
+    responses={
+        **errors("runway", 400, 401, 413, 422, 429, 503),
+        **links(
+            200, "/id", {"task": ("get_task", "task_id"), "cancel_or_delete": ("delete_task", "task_id")}
+        ),
+    },
+    # Its schema names the registry's text-to-video models: create_app registers it.
+    openapi_extra=named_json_body(RUNWAY_TEXT_SCHEMA, example=RUNWAY_TEXT_EXAMPLE),
+)
+async def text_to_video(request: Request, key: CurrentKey, services: ServicesDep) -> JSONResponse:
+    body = await read_json(request)
+    model = reel_model(body.get("model") if isinstance(body, dict) else None, text_to_video=True)
+    submission = await run_in_threadpool(
+        services.predictions.submit,
+        key,
+        model,
+        body,
+        None,
+        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+        dialect=RUNWAY_TEXT,
     )
     headers = {"Idempotent-Replayed": "true"} if submission.replayed else None
     return JSONResponse(wire(CreatedTask, created_task(submission.prediction)), headers=headers)

@@ -57,7 +57,15 @@ def models(readiness: ReadinessDep) -> JSONResponse:
                     "reason": model.reason,
                     "workers": model.workers,
                     "durations": list(model.spec.durations),
-                    "parameters": sorted({"prompt", "image", "aspect_ratio", *model.spec.params}),
+                    "parameters": sorted(
+                        {
+                            "prompt",
+                            "aspect_ratio",
+                            *model.spec.params,
+                            *(() if model.spec.text_to_video else ("image",)),  # t2v takes none
+                            *(("loras",) if model.spec.max_loras else ()),
+                        }
+                    ),
                 }
                 for model in readiness.models()
             ],

@@ -10,6 +10,12 @@ to the API's output size on the device and written to the sink. However the run 
 pipeline's offload hooks are freed (``maybe_free_model_hooks``, which ``__call__`` itself skips
 when the callback or the model raises), so an offloaded model gives its GPU memory back.
 
+Before that, the request's LoRA adapters are activated (``loras.py``: checked and loaded
+before any denoising, switched off afterwards however the run ends).
+
+Without an input image (a text-to-video id) the first segment is made by the family's
+text-to-video pipeline sharing the loaded components (``text_to_video.py``).
+
 A clip longer than the model's ``max_frames`` is made in chained segments, each starting from
 the previous segment's last frame (the Wan families); LTX-Video makes 10 s in one pass.
 
@@ -37,12 +43,16 @@ from reel.backends.base import (
     ProgressCallback,
 )
 from reel.backends.diffusers.frames import fit_frames, fit_image, to_image
+from reel.backends.diffusers.lora_files import LoraStore
+from reel.backends.diffusers.loras import activated
 from reel.backends.diffusers.runtime import DiffusersRuntime, LoadedPipeline
 from reel.backends.diffusers.speed import SpeedOptionError
+from reel.backends.diffusers.text_to_video import text_pipeline
 from reel.backends.diffusers.turbo import decode_frames, sample_dmd
 from reel.backends.diffusers.weights import fix_command, locate, lora_problem
 from reel.catalog.families import segment_plan
 from reel.catalog.registry import ModelSpec
+from reel.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +65,15 @@ LTX_TEXT_TOKENS = 128
 class DiffusersBackend:
     kind = "diffusers"
 
-    def __init__(self, spec: ModelSpec, runtime: DiffusersRuntime) -> None:
+    def __init__(self, spec: ModelSpec, runtime: DiffusersRuntime, settings: Settings | None = None) -> None:
         if spec.diffusers is None:
             raise ValueError(f"{spec.id} has no diffusers configuration")
         self.spec = spec
         self.engine = spec.diffusers
         self.runtime = runtime
+        settings = settings or Settings(**{})
+        self.lora_store = LoraStore.from_settings(settings)
+        self.lora_cache = settings.lora_cache
 
     def readiness(self) -> tuple[bool, str]:
         status = locate(self.engine)
@@ -212,7 +225,8 @@ class DiffusersBackend:
         and the exception's traceback holding the failed run's tensors, are gone.
         """
         try:
-            self._generate(loaded, request, sink, progress, is_cancelled, written, deferred)
+            with activated(loaded, request.params, self.lora_store, self.lora_cache):
+                self._generate(loaded, request, sink, progress, is_cancelled, written, deferred)
         except (GenerationCancelled, GenerationError):
             raise
         except torch.OutOfMemoryError as exc:
@@ -276,7 +290,7 @@ class DiffusersBackend:
         generator = torch.Generator("cpu").manual_seed(seed)
         self._use_flow_shift(loaded)
         texts = self.text_embeddings(loaded, request.prompt, options)
-        image = fit_image(request.image, gen_w, gen_h)
+        image = fit_image(request.image, gen_w, gen_h) if request.image is not None else None
         # Wan latents decoded here, not by the pipeline: streamed into the encoder a chunk at a
         # time, and (the last segment) deferrable past the next prediction's denoising. Only
         # with every component resident on the device (offload hooks wrap vae.decode alone).
@@ -304,6 +318,8 @@ class DiffusersBackend:
             latents: Any
             pieces: Any = None
             if engine.sampler == "dmd":
+                if image is None:
+                    raise GenerationError(f"{self.spec.id}: the few-step sampler needs an input image")
                 latents = sample_dmd(
                     loaded.pipe,
                     image=image,
@@ -316,8 +332,12 @@ class DiffusersBackend:
                     on_step=after_step,
                 )
             else:
-                output = loaded.pipe(
-                    image=image,
+                # Without an image (text-to-video) the first segment comes from the prompt alone.
+                pipe, conditioning = (
+                    (loaded.pipe, {"image": image}) if image is not None else (text_pipeline(loaded), {})
+                )
+                output = pipe(
+                    **conditioning,
                     height=gen_h,
                     width=gen_w,
                     num_frames=count,

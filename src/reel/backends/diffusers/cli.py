@@ -1,4 +1,4 @@
-"""``reel models``: list the registry's models, pull their weights, make tiny test models.
+"""``reel models``: list the registry's models, pull their weights and LoRAs, make tiny test models.
 
 Importing this module is cheap (no torch); the commands import what they need.
 """
@@ -130,3 +130,50 @@ def make_tiny(
     err.print(f"wrote a tiny {'turbo ' if turbo else ''}{FAMILIES[family].title} model to {directory}")
     default_id = f"tiny/{family}{'-turbo' if turbo else ''}"
     print(registry_snippet(model_id or default_id, directory, family, turbo=turbo))
+
+
+@models_app.command("make-tiny-lora")
+def make_tiny_lora(
+    directory: Annotated[Path, typer.Argument(help="Where to write the .safetensors file.")],
+    family: Annotated[str, typer.Option(help="wan2.2-ti2v, wan2.1-i2v or wan2.2-i2v-a14b.")],
+    seed: Annotated[int, typer.Option(help="Seed of the random weights (another seed, another LoRA).")] = 0,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 4,
+    name: Annotated[str, typer.Option(help="File name without .safetensors.")] = "",
+) -> None:
+    """Write a random LoRA for `reel models make-tiny`'s model of FAMILY; prints its path.
+
+    Put it in REEL_LORA_DIR (then a request names it by file name) or serve it over https.
+    """
+    from reel.backends.diffusers.device import missing_packages
+    from reel.backends.diffusers.tiny_lora import LORA_FAMILIES
+    from reel.backends.diffusers.tiny_lora import make_tiny_lora as write_lora
+
+    if family not in LORA_FAMILIES:
+        err.print(f"[red]--family {family!r}: LoRAs are made for {', '.join(LORA_FAMILIES)}[/]")
+        raise typer.Exit(2)
+    missing = missing_packages()
+    if missing:
+        err.print(f"[red]{', '.join(missing)} not installed: pip install 'reel[models]'[/]")
+        raise typer.Exit(1)
+    print(write_lora(directory, family, seed=seed, rank=rank, name=name))
+
+
+@models_app.command("pull-lora")
+def pull_lora(
+    repo: Annotated[str, typer.Argument(help="A Hugging Face repo id (owner/name) holding one LoRA.")],
+) -> None:
+    """Download a LoRA repo into the Hugging Face cache, where workers look for `loras[].path`
+    repo ids (they never download by themselves)."""
+    from reel.backends.base import GenerationError
+    from reel.backends.diffusers.lora_files import pull_lora as pull
+
+    err.print(f"fetching LoRA {repo} ...")
+    try:
+        path = pull(repo)
+    except GenerationError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    except Exception as exc:
+        err.print(f"[red]could not download {repo}: {type(exc).__name__}: {exc}[/]")
+        raise typer.Exit(1) from exc
+    err.print(f"[green]{repo} is ready[/]: {path}")

@@ -32,9 +32,11 @@ from typing import Any
 
 import torch
 
+from reel.backends.diffusers.loras import prepare_hotswap
 from reel.backends.diffusers.text_cache import PromptCache
 from reel.backends.diffusers.weights import parameter_bytes
 from reel.catalog.diffusers_config import MEMORY_MODES, DiffusersConfig
+from reel.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +221,8 @@ class DiffusersRuntime:
                         exc,
                     )
             if engine.compile and loaded.memory != "sequential_offload":
+                if not loaded.compiled:  # before compiling: LoRAs then swap without recompiles
+                    prepare_hotswap(loaded, Settings(**{}).lora_hotswap_rank)
                 transformer.compile_repeated_blocks(fullgraph=False)
                 loaded.compiled = True
 
