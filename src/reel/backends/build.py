@@ -38,7 +38,6 @@ def build_backends(*, sandbox: bool, settings: Settings | None = None) -> dict[s
     from reel.backends.diffusers.runtime import DiffusersRuntime
     from reel.backends.diffusers.speed import use_compile_cache
 
-    settings = Settings(**{})
     cache = use_compile_cache(settings.data_dir.resolve())
     runtime = DiffusersRuntime(choice.device)
     log.info("compiled kernels are cached in %s", cache)

@@ -59,10 +59,15 @@ DateTimeText = Annotated[
 ]
 
 
+MAX_PAGE = 1_000_000
+"""At most 100 items a page: a hundred million predictions."""
+
+
 class HistoryBody(BaseModel):
     # Strict numbers and strings: the document says integer, so "2" is refused, not coerced.
     model_config = ConfigDict(extra="ignore")
-    page: StrictInt = Field(1, ge=1)
+    # Bounded: a page number past what SQL's OFFSET can take was a 500 (schemathesis found it).
+    page: StrictInt = Field(1, ge=1, le=MAX_PAGE)
     page_size: StrictInt = Field(20, ge=1, le=100)
     model: StrictStr | None = None
     status: Literal["created", "processing", "completed", "failed", "cancelled"] | None = None
