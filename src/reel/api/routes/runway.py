@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
@@ -41,6 +41,7 @@ from reel.predictions.idempotency import HEADER as IDEMPOTENCY_HEADER
 from reel.predictions.image_source import runway_uri
 from reel.predictions.keys import Principal
 from reel.predictions.runway_inputs import RUNWAY, RUNWAY_TEXT, reel_model
+from reel.predictions.service import SubmitDialect
 from reel.predictions.views import PredictionRow
 from reel.wiring import Services
 
@@ -90,17 +91,7 @@ upload_router = APIRouter(prefix="/v1", tags=["runway"])
 async def image_to_video(request: Request, key: CurrentKey, services: ServicesDep) -> JSONResponse:
     body = await read_json(request)
     model = reel_model(body.get("model") if isinstance(body, dict) else None)
-    submission = await run_in_threadpool(
-        services.predictions.submit,
-        key,
-        model,
-        body,
-        None,
-        idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
-        dialect=RUNWAY,
-    )
-    headers = {"Idempotent-Replayed": "true"} if submission.replayed else None
-    return JSONResponse(wire(CreatedTask, created_task(submission.prediction)), headers=headers)
+    return await _create_task(request, key, services, model, body, RUNWAY)
 
 
 @router.post(
@@ -119,6 +110,13 @@ async def image_to_video(request: Request, key: CurrentKey, services: ServicesDe
 async def text_to_video(request: Request, key: CurrentKey, services: ServicesDep) -> JSONResponse:
     body = await read_json(request)
     model = reel_model(body.get("model") if isinstance(body, dict) else None, text_to_video=True)
+    return await _create_task(request, key, services, model, body, RUNWAY_TEXT)
+
+
+async def _create_task(
+    request: Request, key: Principal, services: Services, model: str, body: Any, dialect: SubmitDialect
+) -> JSONResponse:
+    """Submit ``body`` in ``dialect`` and answer Runway's ``{id, estimatedCost}`` (both create routes)."""
     submission = await run_in_threadpool(
         services.predictions.submit,
         key,
@@ -126,7 +124,7 @@ async def text_to_video(request: Request, key: CurrentKey, services: ServicesDep
         body,
         None,
         idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
-        dialect=RUNWAY_TEXT,
+        dialect=dialect,
     )
     headers = {"Idempotent-Replayed": "true"} if submission.replayed else None
     return JSONResponse(wire(CreatedTask, created_task(submission.prediction)), headers=headers)
