@@ -47,6 +47,12 @@ class Services:
     usage: UsageService
     retention: RetentionSweep
 
+    @property
+    def local_database(self) -> bool:
+        """SQLite: a file on this machine, whose reads take microseconds (see
+        ``reel.api.deps.quick``). PostgreSQL is a network round trip away."""
+        return not is_postgres(self.engine)
+
 
 def build_blob_store(settings: Settings) -> BlobStore:
     """Local disk (the data dir's ``blobs``, or ``file:///path``) or an S3 bucket (``s3://``)."""

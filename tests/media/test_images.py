@@ -1,4 +1,4 @@
-"""decode_image / decode_base64_image / closest_aspect_ratio on images built in memory."""
+"""decode_image / accept_image / decode_base64_image / closest_aspect_ratio on images built in memory."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from reel.media.images import (
     MIN_IMAGE_SIDE,
     OUTPUT_SIZES,
     ImageRejected,
+    accept_image,
     closest_aspect_ratio,
     decode_base64_image,
     decode_image,
@@ -204,3 +205,35 @@ def test_output_sizes_match_their_ratio() -> None:
     for name, (width, height) in OUTPUT_SIZES.items():
         assert closest_aspect_ratio(width, height) == name
         assert width % 16 == 0 and height % 16 == 0
+
+
+@pytest.mark.parametrize(("fmt", "extension"), [("PNG", "png"), ("JPEG", "jpg"), ("WEBP", "webp")])
+def test_an_upright_rgb_image_is_kept_as_sent(fmt: str, extension: str) -> None:
+    data = encode(Image.effect_mandelbrot((96, 64), (-2.0, -1.2, 1.0, 1.2), 30).convert("RGB"), fmt)
+    accepted = accept_image(data, **LIMITS)
+    assert (accepted.stored, accepted.extension, accepted.size) == (data, extension, (96, 64))
+
+
+def test_an_image_to_turn_or_convert_is_kept_as_the_png_decode_image_makes() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    turned = encode(
+        Image.effect_mandelbrot((128, 64), (-2.0, -1.2, 1.0, 1.2), 30).convert("RGB"),
+        "JPEG",
+        exif=exif.tobytes(),
+    )
+    transparent = encode(Image.new("RGBA", (80, 80), (0, 0, 0, 0)), "PNG")
+    for data in (turned, transparent):
+        accepted = accept_image(data, **LIMITS)
+        assert accepted.extension == "png"
+        stored = Image.open(io.BytesIO(accepted.stored))
+        assert stored.format == "PNG" and stored.mode == "RGB" and stored.size == accepted.size
+        assert stored.tobytes() == decode_image(data, **LIMITS).tobytes()
+    assert accept_image(turned, **LIMITS).size == (64, 128)
+
+
+def test_accepting_decodes_every_pixel() -> None:
+    """A PNG cut short has a valid header: refused at submission, not by the worker later."""
+    data = encode(Image.effect_mandelbrot((256, 256), (-2.0, -1.2, 1.0, 1.2), 30).convert("RGB"), "PNG")
+    with pytest.raises(ImageRejected, match="could not decode"):
+        accept_image(data[: len(data) // 2], **LIMITS)

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from reel import __version__
 from reel.api.body_limit import BodyLimitMiddleware
+from reel.api.deps import KeyVerifications
 from reel.api.errors import install_error_handlers
 from reel.api.http_metrics import HttpMetricsMiddleware
 from reel.api.openapi import finish, register_body
@@ -63,6 +64,7 @@ def create_app(services: Services, *, companion: Companion | None = None) -> Fas
         redoc_url=None,
     )
     app.state.services = services
+    app.state.key_verifications = KeyVerifications(services.keys)
     app.state.expect_worker = companion is not None
     install_error_handlers(app)
     app.add_middleware(

@@ -18,10 +18,12 @@ PostgreSQL), so every worker and API replica computes the same order from the sa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from reel.lifecycle.states import Status
@@ -43,6 +45,17 @@ def fair_order(models: Collection[str], default_max_concurrent: int | None, *, e
     """The waiting (``created``) predictions for ``models``, in the order they start: columns
     ``id``, ``key_id``, ``model``, ``job_id``, ``turn`` and ``cap``. With ``eligible_only``,
     only those their key's cap lets start now."""
+    query, order = _fair(tuple(models), default_max_concurrent)
+    if eligible_only:
+        turn, cap = query.selected_columns.turn, query.selected_columns.cap
+        query = query.where(or_(cap.is_(None), turn <= cap))
+    return query.order_by(*order)
+
+
+@functools.lru_cache(maxsize=256)
+def _fair(models: tuple[str, ...], default_max_concurrent: int | None) -> tuple[Select, tuple[Any, ...]]:
+    """:func:`fair_order`'s query, unordered, and the order it starts in. Built once per
+    argument: a statement built afresh is compiled afresh, which cost more than running it."""
     rank = func.row_number().over(
         partition_by=Prediction.key_id, order_by=(Prediction.created_at, Prediction.id)
     )
@@ -74,11 +87,9 @@ def fair_order(models: Collection[str], default_max_concurrent: int | None, *, e
         select(waiting.c.id, waiting.c.key_id, waiting.c.model, waiting.c.job_id, turn, cap)
         .join(ApiKey, ApiKey.id == waiting.c.key_id)
         .outerjoin(running, running.c.key_id == waiting.c.key_id)
-        .order_by(turn, ApiKey.last_started_at.nulls_first(), waiting.c.created_at, waiting.c.id)
     )
-    if eligible_only:
-        query = query.where(or_(cap.is_(None), turn <= cap))
-    return query
+    order = (turn, ApiKey.last_started_at.nulls_first(), waiting.c.created_at, waiting.c.id)
+    return query, order
 
 
 def running_count(session: Session, key_id: str) -> int:
@@ -111,19 +122,31 @@ class Waiting:
     """Its key's ``max_concurrent`` holds it back until one of the key's predictions ends."""
 
 
+@functools.lru_cache(maxsize=256)
+def _positions(model: str, default_max_concurrent: int | None) -> Select:
+    """The fair order of ``model``'s waiting predictions, numbered from 1, of the ids in the
+    ``wanted`` parameter."""
+    query, order = _fair((model,), default_max_concurrent)
+    numbered = query.add_columns(func.row_number().over(order_by=order).label("position")).subquery()
+    return select(numbered.c.id, numbered.c.position, numbered.c.turn, numbered.c.cap).where(
+        numbered.c.id.in_(bindparam("wanted", expanding=True))
+    )
+
+
 def waiting_states(
     session: Session, rows: Collection[tuple[str, str]], default_max_concurrent: int | None
 ) -> dict[str, Waiting]:
     """Where each of ``rows`` ((prediction id, model) of waiting predictions) stands; ids no
-    longer waiting are left out."""
+    longer waiting are left out. The database numbers the whole queue and returns only the
+    rows asked for: fetching the queue to count in Python made every submission and poll
+    slower the longer the queue (30 % of a submission's time with 500 waiting, measured)."""
     states: dict[str, Waiting] = {}
     wanted_by_model: dict[str, set[str]] = {}
     for prediction_id, model in rows:
         wanted_by_model.setdefault(model, set()).add(prediction_id)
     for model, wanted in wanted_by_model.items():
-        order = session.execute(fair_order([model], default_max_concurrent, eligible_only=False)).all()
-        for position, entry in enumerate(order):
-            if entry.id in wanted:
-                throttled = entry.cap is not None and entry.turn > entry.cap
-                states[entry.id] = Waiting(position, throttled)
+        found = session.execute(_positions(model, default_max_concurrent), {"wanted": list(wanted)}).all()
+        for entry in found:
+            throttled = entry.cap is not None and entry.turn > entry.cap
+            states[entry.id] = Waiting(entry.position - 1, throttled)
     return states

@@ -12,11 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from PIL import Image
-
 from reel.errors import InvalidInput
 from reel.media.fetch import BlockedAddress, FetchError, fetch_url_safely
-from reel.media.images import ImageRejected, decode_base64_image, decode_image
+from reel.media.images import AcceptedImage, ImageRejected, accept_image, decode_base64_image
 from reel.predictions.files import FileService
 from reel.predictions.keys import Principal
 
@@ -44,9 +42,9 @@ class ImageSource:
         self._public_base = public_base.rstrip("/")
         self._limits = limits
 
-    def load(self, owner: Principal, image: str, *, field: str = "image") -> Image.Image:
+    def load(self, owner: Principal, image: str, *, field: str = "image") -> AcceptedImage:
         try:
-            return decode_image(
+            return accept_image(
                 self._bytes(owner, image, field),
                 max_bytes=self._limits.max_bytes,
                 max_pixels=self._limits.max_pixels,

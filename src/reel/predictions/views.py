@@ -135,6 +135,11 @@ class PredictionViews:
     waiting: Callable[[Prediction], Waiting | None] = lambda row: None
     """Where a waiting prediction stands (a database read; None for one that is not waiting)."""
 
+    def reads_blobs(self, row: Prediction) -> bool:
+        """Whether rendering ``row`` calls the blob store (reads its video for base64, or signs
+        its URLs): I/O, which must not run on an event loop."""
+        return row.status == Status.COMPLETED and (row.base64_output or self.blobs.signs_urls)
+
     def one(self, row: Prediction) -> dict[str, Any]:
         """:func:`prediction_object`, for the answers about this one prediction."""
         return prediction_object(

@@ -13,6 +13,12 @@ from typing import BinaryIO, Protocol
 
 
 class BlobStore(Protocol):
+    @property
+    def signs_urls(self) -> bool:
+        """Whether :meth:`direct_url` makes URLs: signing may fetch credentials over the
+        network, so a caller on an event loop renders those answers in a worker thread."""
+        ...
+
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
     def put_file(self, key: str, source: Path) -> None:

@@ -14,6 +14,8 @@ from typing import BinaryIO, cast
 
 
 class LocalBlobStore:
+    signs_urls = False
+
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)

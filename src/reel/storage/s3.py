@@ -188,6 +188,10 @@ class S3BlobStore:
                 )
             )
 
+    @property
+    def signs_urls(self) -> bool:
+        return self.presign_ttl_s is not None
+
     def direct_url(self, key: str, *, filename: str, content_type: str) -> str | None:
         if self.presign_ttl_s is None:
             return None

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
-from reel.api.deps import CurrentKey, ServicesDep, ViewsDep
+from reel.api.deps import CurrentKey, ServicesDep, ViewsDep, quick, rendered
 from reel.api.envelope import success
 from reel.api.json_body import parse_as, read_json
 from reel.api.method_not_allowed import no_route
@@ -139,11 +139,12 @@ def delete_many_other_methods(request: Request) -> JSONResponse:
     responses=errors("v3", 401, 404, 413, 503),
     operation_id="get_prediction",
 )
-def result(prediction_id: str, key: CurrentKey, services: ServicesDep, views: ViewsDep) -> JSONResponse:
+async def result(prediction_id: str, key: CurrentKey, services: ServicesDep, views: ViewsDep) -> JSONResponse:
     """A failed prediction is still a 200, with ``status: "failed"`` and its ``error``. A 413
     is a base64 prediction whose output is over ``REEL_MAX_INLINE_BYTES``."""
-    # A plain `def`: FastAPI runs it in a worker thread, blob reads included.
-    return success(wire(Prediction, views.one(services.predictions.get(key, prediction_id))))
+    # The route polled most: its reads skip the thread hop where that is safe (deps.quick).
+    row = await quick(services, lambda: services.predictions.get(key, prediction_id))
+    return await rendered(services, views, row, lambda: success(wire(Prediction, views.one(row))))
 
 
 @router.post(

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, StrictStr
 from starlette.concurrency import run_in_threadpool
 
-from reel.api.deps import CurrentKey, ServicesDep
+from reel.api.deps import CurrentKey, ServicesDep, ViewsDep, quick, rendered
 from reel.api.json_body import parse_as, read_json
 from reel.api.multipart_body import read_file_part
 from reel.api.openapi import errors, json_body, links, named_json_body
@@ -145,12 +145,16 @@ def _owned_task(services: Services, key: Principal, task_id: str) -> PredictionR
     responses=errors("runway", 400, 401, 404, 503),
     operation_id="get_task",
 )
-def get_task(task_id: str, key: CurrentKey, services: ServicesDep) -> JSONResponse:
+async def get_task(task_id: str, key: CurrentKey, services: ServicesDep, views: ViewsDep) -> JSONResponse:
     """One schema per status, as Runway's SDKs pick a task's type by its ``status``."""
-    row = _owned_task(services, key, task_id)
-    waiting = services.predictions.waiting(row)
-    task = task_object(row, services.settings.public_base, services.blobs, waiting)
-    return JSONResponse(wire(Task, task))
+    # The route Runway's SDKs poll: its reads skip the thread hop where that is safe (deps.quick).
+    row = await quick(services, lambda: _owned_task(services, key, task_id))
+
+    def render() -> JSONResponse:
+        waiting = services.predictions.waiting(row)
+        return JSONResponse(wire(Task, task_object(row, views.public_base, views.blobs, waiting)))
+
+    return await rendered(services, views, row, render)
 
 
 @router.delete(
