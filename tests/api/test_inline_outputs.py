@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from reel.api.app import create_app
+from reel.api.runway_view import RUNWAY_VERSION, task_id
 from reel.lifecycle.states import Status
 from reel.storage.base import BlobStore
 from reel.store.tables import Prediction
@@ -39,6 +40,8 @@ BLOCKED_AFTER_S = 20.0
 class GatedBlobs:
     """The real store, except that reading a blob or making its URL waits until ``release`` is
     set (as a slow S3 round trip would), so a test can act while a render is in flight."""
+
+    signs_urls = True  # as S3 with presigned URLs: making one may wait on the network
 
     def __init__(self, inner: BlobStore) -> None:
         self._inner = inner
@@ -155,10 +158,33 @@ async def _sync_mode_submit(services: Services, client: httpx.AsyncClient, key_i
     return answer
 
 
+def _completed_url_prediction(services: Services, key_id: str) -> str:
+    row = new_prediction(key_id)
+    with services.sessions.begin() as session:
+        session.add(row)
+    _complete(services, row.id, b"video bytes")
+    return row.id
+
+
+async def _result(services: Services, client: httpx.AsyncClient, key_id: str) -> httpx.Response:
+    """The poll route reads SQLite on the event loop, but signs URLs in a worker thread."""
+    prediction_id = _completed_url_prediction(services, key_id)
+    return await client.get(f"/api/v3/predictions/{prediction_id}/result")
+
+
+async def _runway_task(services: Services, client: httpx.AsyncClient, key_id: str) -> httpx.Response:
+    prediction_id = _completed_url_prediction(services, key_id)
+    return await client.get(
+        f"/v1/tasks/{task_id(prediction_id)}", headers={"X-Runway-Version": RUNWAY_VERSION}
+    )
+
+
 RENDERING_REQUESTS: dict[str, Callable[[Services, httpx.AsyncClient, str], Awaitable[httpx.Response]]] = {
     "history": _history,
     "replayed submit": _replayed_submit,
     "sync-mode submit": _sync_mode_submit,
+    "result": _result,
+    "runway task": _runway_task,
 }
 
 
