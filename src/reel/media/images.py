@@ -1,9 +1,10 @@
 """Decoding untrusted input images, and the output sizes the models render at.
 
-Every image a caller sends (uploaded, fetched or base64 in JSON) passes through ``decode_image``:
-only JPEG, PNG and WebP are decoded, sizes are checked from the header before any pixel is
-decoded (at most the configured pixel count, at least ``MIN_IMAGE_SIDE`` on the shorter side),
-and the result is always a fully loaded RGB image with EXIF orientation applied.
+Every image a caller sends (uploaded, fetched or base64 in JSON) passes through ``accept_image``
+(``decode_image`` for a caller that wants the pixels): only JPEG, PNG and WebP are decoded,
+sizes are checked from the header before any pixel is decoded (at most the configured pixel
+count, at least ``MIN_IMAGE_SIDE`` on the shorter side), every pixel is decoded, and what is
+kept opens as an RGB image with EXIF orientation applied.
 """
 
 from __future__ import annotations

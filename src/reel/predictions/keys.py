@@ -182,7 +182,7 @@ class KeyService:
             if entry.renewing_since is not None and now - entry.renewing_since <= self._cache_s:
                 return entry.principal  # another request is reading it again
             entry.renewing_since = now
-            return None  # authenticate() reads the key again (and records the use)
+            return None  # the caller reads the key again with verify() (and records the use)
 
     def _drop_all_if_revoked_elsewhere(self) -> None:
         if self._marker is None:
