@@ -185,6 +185,16 @@ def test_everything_that_ended_is_404_after_retention_and_the_sweep_deletes_rows
         assert blob_files(reel) == []
         assert Housekeeping(reel.services.files, reel.services.retention).run_once() == 0
 
+        # 4. What the key used stays reported, and counted against per_day: usage is a ledger
+        # of its own (regression: it was counted from the predictions, so it went with them).
+        organization = client.get("/v1/organization", headers=RUNWAY).json()
+        assert organization["usage"]["models"]["gen4_turbo"]["dailyGenerations"] == 2
+        today = utcnow().date().isoformat()
+        report = client.post("/v1/organization/usage", json={"startDate": today}, headers=RUNWAY).json()
+        assert [(day["date"], day["usedCredits"]) for day in report["results"]] == [
+            (today, [{"model": "gen4_turbo", "amount": 0, "generations": 2}])
+        ]
+
 
 def test_an_idempotency_key_of_an_expired_prediction_makes_a_new_one(reel: InProcessReel) -> None:
     key = reel.create_key()

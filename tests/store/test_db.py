@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import select, text
 
 from reel.errors import DatabaseUnavailable
+from reel.predictions.limits import DailyCount, daily_counts
 from reel.store.db import (
     MIGRATIONS_DIR,
     current_revision,
@@ -252,3 +253,31 @@ def test_a_database_that_is_down_raises_database_unavailable() -> None:
             session.get(Prediction, "x")
     finally:
         engine.dispose()
+
+
+def test_the_daily_usage_ledger_is_filled_from_the_predictions_there_are(
+    services: Services, data_dir: Path
+) -> None:
+    """Migration 0011 counts the predictions made before it, per key, UTC day and model."""
+    from alembic import command
+
+    key_id = services.keys.create("t")[1].id
+    # 2 March in Tokyo, 1 March 23:00 and 23:30 in UTC: the UTC day counts.
+    early_in_tokyo = datetime(2026, 3, 2, 8, 0, tzinfo=timezone(timedelta(hours=9)))
+    days = [early_in_tokyo, early_in_tokyo + timedelta(minutes=30), early_in_tokyo + timedelta(days=1)]
+    for created_at, model in zip(days, ["runwayml/gen4-turbo", "runwayml/gen4-turbo", "other"], strict=True):
+        prediction_id = insert_prediction(services, key_id, model)
+        with services.sessions.begin() as session:
+            row = session.get(Prediction, prediction_id)
+            assert row is not None
+            row.created_at = created_at
+    cfg = alembic_config()
+    with services.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0010")
+    migrate(services.engine, data_dir)
+    with services.sessions() as session:
+        assert daily_counts(session, key_id, date(2026, 3, 1), date(2026, 3, 4)) == [
+            DailyCount(date(2026, 3, 1), "runwayml/gen4-turbo", 2),
+            DailyCount(date(2026, 3, 2), "other", 1),
+        ]

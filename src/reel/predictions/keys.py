@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from reel.errors import NotFound, Unauthorized
 from reel.lifecycle.clock import utcnow
 from reel.predictions.limits import Limits, day_start
-from reel.store.tables import ApiKey, Prediction
+from reel.store.tables import ApiKey, DailyUsage
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 _KEY_RE = re.compile(r"^rk_([a-z0-9]{12})_([A-Za-z0-9_-]{20,100})$")
@@ -207,14 +207,14 @@ class KeyService:
 
     def list(self) -> list[KeyInfo]:
         """Every key, with how many predictions it created today."""
-        today = day_start(utcnow())
+        today = day_start(utcnow()).date()
         with self._sessions() as session:
             rows = session.scalars(select(ApiKey).order_by(ApiKey.created_at)).all()
             counts = dict(
                 session.execute(
-                    select(Prediction.key_id, func.count())
-                    .where(Prediction.created_at >= today)
-                    .group_by(Prediction.key_id)
+                    select(DailyUsage.key_id, func.sum(DailyUsage.created))
+                    .where(DailyUsage.day == today)
+                    .group_by(DailyUsage.key_id)
                 ).all()
             )
             return [replace(_info(row), created_today=counts.get(row.id, 0)) for row in rows]

@@ -10,8 +10,10 @@ Three limits, each optional, each a key's own or else the server-wide default
 - ``per_day``: predictions created since 00:00 UTC.
 
 Over a rate limit a submit is refused with :class:`RateLimited` (HTTP 429, ``Retry-After``)
-and nothing is created. The counts are the key's rows in the predictions table (deleted ones
-too: deleting does not give a submission back), so every API replica sees the same counts;
+and nothing is created. ``per_minute`` counts the key's rows in the predictions table (deleted
+ones too: deleting does not give a submission back); ``per_day`` and the usage reports read
+the daily ledger (``daily_usage``, :func:`count_creation`), which retention keeps when it
+deletes the predictions. Both are in the database, so every API replica sees the same counts;
 :meth:`RateLimiter.check` runs in the transaction that inserts the prediction, after locking
 the key's row, so concurrent submits through different replicas are counted one after
 another. An ``Idempotency-Key`` replay creates nothing and is answered before the check.
@@ -24,11 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from reel.errors import RateLimited
 from reel.lifecycle.clock import utcnow
-from reel.store.tables import ApiKey, Prediction
+from reel.store.tables import ApiKey, DailyUsage, Prediction
 
 MINUTE = timedelta(seconds=60)
 
@@ -108,7 +111,7 @@ class RateLimiter:
                 )
         if limits.per_day is not None:
             today = day_start(now)
-            count, _ = created_since(session, key_id, today)
+            count = created_on(session, key_id, today.date())
             if count >= limits.per_day:
                 wait = (today + timedelta(days=1) - now).total_seconds()
                 raise RateLimited(
@@ -116,6 +119,30 @@ class RateLimiter:
                     f"and has created {count} today; the count starts again at 00:00 UTC",
                     math.ceil(wait),
                 )
+
+
+def count_creation(session: Session, key_id: str, model: str, created_at: datetime) -> None:
+    """One more prediction of ``model`` created by ``key_id`` on ``created_at``'s UTC day, in the
+    daily ledger: in the transaction that inserts the prediction."""
+    upsert = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(
+        DailyUsage
+    )
+    session.execute(
+        upsert.values(
+            key_id=key_id, day=created_at.astimezone(UTC).date(), model=model, created=1
+        ).on_conflict_do_update(
+            index_elements=[DailyUsage.key_id, DailyUsage.day, DailyUsage.model],
+            set_={"created": DailyUsage.created + 1},
+        )
+    )
+
+
+def created_on(session: Session, key_id: str, day: date) -> int:
+    """Predictions ``key_id`` created on the UTC ``day``, all models."""
+    total = session.scalar(
+        select(func.sum(DailyUsage.created)).where(DailyUsage.key_id == key_id, DailyUsage.day == day)
+    )
+    return int(total or 0)
 
 
 @dataclass(frozen=True)
@@ -127,15 +154,9 @@ class DailyCount:
 
 def daily_counts(session: Session, key_id: str, start: date, before: date) -> list[DailyCount]:
     """Predictions ``key_id`` created per UTC day and model, for ``start <= day < before``."""
-    since = datetime.combine(start, time(), tzinfo=UTC)
-    until = datetime.combine(before, time(), tzinfo=UTC)
     rows = session.execute(
-        select(Prediction.model, Prediction.created_at).where(
-            Prediction.key_id == key_id, Prediction.created_at >= since, Prediction.created_at < until
-        )
+        select(DailyUsage.day, DailyUsage.model, DailyUsage.created)
+        .where(DailyUsage.key_id == key_id, DailyUsage.day >= start, DailyUsage.day < before)
+        .order_by(DailyUsage.day, DailyUsage.model)
     ).all()
-    counts: dict[tuple[date, str], int] = {}
-    for model, created_at in rows:
-        day = created_at.astimezone(UTC).date()
-        counts[(day, model)] = counts.get((day, model), 0) + 1
-    return [DailyCount(day, model, n) for (day, model), n in sorted(counts.items())]
+    return [DailyCount(day, model, created) for day, model, created in rows]

@@ -29,7 +29,7 @@ from reel.predictions.idempotency import IdempotencyStore, IdempotentRequest
 from reel.predictions.image_source import ImageSource
 from reel.predictions.inputs import SubmitInput, parse_submit, recorded_input
 from reel.predictions.keys import Principal
-from reel.predictions.limits import Limits, RateLimiter
+from reel.predictions.limits import Limits, RateLimiter, count_creation
 from reel.predictions.retention import KEEP_FOREVER, RetentionPolicy
 from reel.storage.base import BlobStore
 from reel.store.db import Sessions
@@ -191,6 +191,7 @@ class PredictionService:
                 # Counted again under the key's lock, with the insert: the earlier check raced.
                 self._limits.check(session, owner.key_id, lock=True)
                 session.add(row)
+                count_creation(session, owner.key_id, model, row.created_at)
                 if idempotent is not None:
                     self._idempotency.remember(session, idempotent, prediction_id)
                 self._dispatcher.submitted(session, prediction_id, model)

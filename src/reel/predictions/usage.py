@@ -2,8 +2,8 @@
 
 Reel's limits are per key, across models (``reel.predictions.limits``); Runway reports them
 per model, so every served model shows the key's limits. Usage counts the predictions the key
-created (per UTC day, as ``per_day`` counts them); Reel charges nothing, so every amount of
-credits is 0.
+created (per UTC day, as ``per_day`` counts them, from the daily ledger that outlives the
+predictions' retention); Reel charges nothing, so every amount of credits is 0.
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from reel.errors import InvalidInput
 from reel.lifecycle.clock import utcnow
 from reel.predictions.keys import Principal
-from reel.predictions.limits import DailyCount, Limits, RateLimiter, daily_counts, day_start
-from reel.store.tables import Prediction
+from reel.predictions.limits import DailyCount, Limits, RateLimiter, daily_counts
 
 MAX_USAGE_DAYS = 90
 DEFAULT_USAGE_DAYS = 30
@@ -47,14 +45,9 @@ class UsageService:
     def current(self, owner: Principal) -> KeyUsage:
         with self._sessions() as session:
             limits = self._limits.limits_of(session, owner.key_id)
-            today = dict(
-                session.execute(
-                    select(Prediction.model, func.count())
-                    .where(Prediction.key_id == owner.key_id, Prediction.created_at >= day_start(utcnow()))
-                    .group_by(Prediction.model)
-                ).all()
-            )
-        return KeyUsage(limits, {model: int(n) for model, n in today.items()})
+            today = utcnow().astimezone(UTC).date()
+            counts = daily_counts(session, owner.key_id, today, today + timedelta(days=1))
+        return KeyUsage(limits, {entry.model: entry.count for entry in counts})
 
     def between(self, owner: Principal, start: date | None, before: date | None) -> UsageRange:
         """Daily counts for ``start <= day < before`` (Runway's defaults: the last 30 days,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -81,7 +82,8 @@ class Prediction(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     """The validated generation parameters the worker runs with."""
     input_blob: Mapped[str | None] = mapped_column(String(300), nullable=True)
-    """Storage key of the decoded input image (PNG); None for text-to-video."""
+    """Storage key of the input image: as sent when it opens upright in RGB (JPEG, PNG, WebP),
+    else a PNG of it (``reel.media.images.accept_image``); None for text-to-video."""
     outputs: Mapped[list[str]] = mapped_column(JSON, default=list)
     """Storage keys of the output videos."""
     output_file_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -110,6 +112,19 @@ class Prediction(Base):
         Index("ix_predictions_status_created", "status", "created_at"),
         Index("ix_predictions_model_status_created", "model", "status", "created_at"),
     )
+
+
+class DailyUsage(Base):
+    """How many predictions a key created for a model on a UTC day: the ledger that ``per_day``
+    and the usage reports read. Retention keeps it (it holds no content), so usage stays
+    reported after the predictions themselves are deleted."""
+
+    __tablename__ = "daily_usage"
+
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    created: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class StoredFile(Base):
