@@ -1,7 +1,6 @@
 """The web playground, driven in real headless Chromium against a live server.
 
-Debian's chromium (``/usr/bin/chromium``; ``make test`` installs it) is driven by Playwright;
-Playwright's own browser downloads are not used. Every request the page makes is recorded and
+Chromium comes from ``conftest.py``. Every request the page makes is recorded and
 must go to the public API, the playground's own assets or the served files.
 """
 
@@ -17,23 +16,13 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from PIL import Image, ImageDraw
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from reel.media.video import probe_video
 from support.server import LiveServer, create_key
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Without the background-networking flags Chromium stalls trying to reach Google on an offline host.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DOCS_SCREENSHOT = Path(__file__).parents[2] / "docs" / "playground.png"
 """Rewritten only with REEL_UPDATE_SCREENSHOT=1, so a test run leaves the checkout clean."""
 PUBLIC_PATHS = re.compile(r"^/($|static/[\w.-]+$|api/v3/|files/)")
@@ -68,18 +57,6 @@ def scene_png(width: int = 1200, height: int = 800) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)"
-        )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
