@@ -9,7 +9,6 @@ which ``style-src 'self'`` allows, so the policy is the playground's, unrelaxed.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from functools import cache
 from pathlib import Path
@@ -18,8 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from reel.api.deps import SettingsDep
-from reel.api.routes.web import Asset, content_security_policy
-from reel.errors import NotFound
+from reel.api.routes.web import Asset, serve_asset
 
 router = APIRouter(tags=["docs"], include_in_schema=False)
 
@@ -52,38 +50,18 @@ def _swagger_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "static"
 
 
-def _asset(body: bytes, content_type: str) -> Asset:
-    return Asset(body, content_type, '"' + hashlib.sha256(body).hexdigest()[:20] + '"')
-
-
 @cache
 def load_docs_assets() -> dict[str, Asset]:
     assets = {
-        name: _asset((_swagger_dir() / name).read_bytes(), kind) for name, kind in SWAGGER_FILES.items()
+        name: Asset.of((_swagger_dir() / name).read_bytes(), kind) for name, kind in SWAGGER_FILES.items()
     }
-    assets[""] = _asset(PAGE, "text/html; charset=utf-8")
+    assets[""] = Asset.of(PAGE, "text/html; charset=utf-8")
     return assets
 
 
-def docs_security_policy(public_base: str) -> str:
-    """The playground's policy: the browser test fails on any violation it reports."""
-    return content_security_policy(public_base)
-
-
 def _serve(name: str, request: Request, public_base: str) -> Response:
-    asset = load_docs_assets().get(name)
-    if asset is None:
-        raise NotFound(f"no such file: /docs/{name}")
-    headers = {
-        "ETag": asset.etag,
-        "Cache-Control": "no-cache",
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-        "Content-Security-Policy": docs_security_policy(public_base),
-    }
-    if asset.etag in {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")}:
-        return Response(status_code=304, headers=headers)
-    return Response(asset.body, media_type=asset.content_type, headers=headers)
+    # The playground's policy: the browser test fails on any violation it reports.
+    return serve_asset(load_docs_assets().get(name), f"/docs/{name}", request, public_base)
 
 
 @router.get("/docs", summary="The API reference (Swagger UI)")

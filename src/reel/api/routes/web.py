@@ -39,6 +39,10 @@ class Asset:
     content_type: str
     etag: str
 
+    @classmethod
+    def of(cls, body: bytes, content_type: str) -> Asset:
+        return cls(body, content_type, '"' + hashlib.sha256(body).hexdigest()[:20] + '"')
+
 
 @cache
 def load_assets() -> dict[str, Asset]:
@@ -47,9 +51,7 @@ def load_assets() -> dict[str, Asset]:
     for entry in resources.files("reel").joinpath("web").iterdir():
         suffix = "." + entry.name.rpartition(".")[2]
         if entry.is_file() and suffix in CONTENT_TYPES:
-            body = entry.read_bytes()
-            etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-            assets[entry.name] = Asset(body, CONTENT_TYPES[suffix], etag)
+            assets[entry.name] = Asset.of(entry.read_bytes(), CONTENT_TYPES[suffix])
     return assets
 
 
@@ -75,10 +77,11 @@ def content_security_policy(public_base: str) -> str:
     )
 
 
-def _serve(name: str, request: Request, public_base: str) -> Response:
-    asset = load_assets().get(name)
+def serve_asset(asset: Asset | None, path: str, request: Request, public_base: str) -> Response:
+    """``asset`` as the pages serve their files: revalidated by ETag, under the Content-Security
+    Policy; a 404 naming ``path`` when there is no such asset."""
     if asset is None:
-        raise NotFound(f"no such file: /static/{name}")
+        raise NotFound(f"no such file: {path}")
     headers = {
         "ETag": asset.etag,
         "Cache-Control": "no-cache",
@@ -93,6 +96,10 @@ def _serve(name: str, request: Request, public_base: str) -> Response:
     if request.method == "HEAD":
         response.headers["Content-Length"] = str(len(asset.body))
     return response
+
+
+def _serve(name: str, request: Request, public_base: str) -> Response:
+    return serve_asset(load_assets().get(name), f"/static/{name}", request, public_base)
 
 
 @router.api_route("/", methods=["GET", "HEAD"], summary="The web playground")
