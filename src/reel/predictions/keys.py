@@ -164,10 +164,9 @@ class KeyService:
         means: call :meth:`verify`.
 
         When an entry falls due, the first request to see it gets None and reads the key
-        again; the others go on with the entry meanwhile, for at most another ``cache_s``.
-        Without that, every request in flight read the key at once each time its entry
-        expired, and under load that burst queued for the API's few threads for seconds
-        (polls' p99 went from 0.1 s to 5 s, measured)."""
+        again; the others go on with the entry meanwhile, for at most another ``cache_s``,
+        rather than all wait for that read (or, without ``reel.api.deps.KeyVerifications``,
+        all read the key at once)."""
         if self._cache_s <= 0 or not presented:
             return None
         self._drop_all_if_revoked_elsewhere()
